@@ -1,4 +1,10 @@
 //! keyledger: an event-sourced, Ed25519-signed, Merkle-checkpointed ledger for API keys,
 //! service accounts and personal access tokens.
 
+pub mod access;
 pub mod crypto;
+pub mod domain;
+pub mod http;
+pub mod ledger;
+pub mod server;
+pub mod store;

@@ -5,3 +5,5 @@
 pub mod jcs;
 pub mod merkle;
 pub mod note;
+pub mod seal;
+pub mod secret;

@@ -1,0 +1,206 @@
+//! The API's one error type and its JSON shape, `{"error":{"code","message"}}`.
+//!
+//! Every failure of every route, axum's own rejections included, leaves through
+//! [`ApiError`]. Internal details are logged, never returned; no message holds a secret.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::DomainError;
+use crate::ledger::LedgerError;
+
+/// An error answered as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a snake_case code and a human sentence.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no or bad credential.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: the credential's role may not do this.
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your role may not use this endpoint",
+        )
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 422: well-formed but invalid values.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 503: storage cannot take writes.
+    pub fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the ledger's storage is unavailable; nothing was changed",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        use DomainError as D;
+        let message = e.to_string();
+        match e {
+            D::InvalidName(_) => ApiError::invalid("invalid_name", message),
+            D::UnknownRole | D::RoleNotForApiKeys => ApiError::invalid("invalid_role", message),
+            D::InvalidEmail => ApiError::invalid("invalid_email", message),
+            D::InvalidTimestamp => ApiError::invalid("invalid_timestamp", message),
+            D::ExpiryInPast => ApiError::invalid("expiry_in_past", message),
+            D::GraceTooLong => ApiError::invalid("grace_too_long", message),
+            D::InvalidLifetime => ApiError::invalid("invalid_lifetime", message),
+            D::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "name_taken", message),
+            D::EmailTaken(_) => ApiError::new(StatusCode::CONFLICT, "email_taken", message),
+            D::KeyDeleted => ApiError::new(StatusCode::CONFLICT, "key_deleted", message),
+            D::UserDeactivated => ApiError::new(StatusCode::CONFLICT, "user_deactivated", message),
+            D::TokenRevoked => ApiError::new(StatusCode::CONFLICT, "token_revoked", message),
+            D::AlreadyInitialized => {
+                ApiError::new(StatusCode::CONFLICT, "already_initialized", message)
+            }
+            D::KeyNotFound => ApiError::not_found("api_key_not_found", message),
+            D::UserNotFound => ApiError::not_found("user_not_found", message),
+            D::TokenNotFound => ApiError::not_found("token_not_found", message),
+            D::VersionMismatch { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message)
+            }
+            D::NotInitialized => ApiError::unavailable(),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        match e {
+            LedgerError::Domain(d) => d.into(),
+            LedgerError::Unavailable => ApiError::unavailable(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::bad_request("malformed_json", "the body is not valid JSON")
+            }
+            JsonRejection::JsonDataError(e) => {
+                // serde's message names the field and the expected type, never a value.
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("the body does not fit: {}", redact(&e.body_text())),
+                )
+            }
+            JsonRejection::BytesRejection(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is over the 64 KiB limit",
+            ),
+            _ => ApiError::bad_request("invalid_body", "the body could not be read"),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("bad query parameters: {}", redact(&rejection.body_text())),
+        )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> ApiError {
+        ApiError::not_found("not_found", "no such resource (ids are UUIDs)")
+    }
+}
+
+/// Removes what a client sent from a deserialiser's message: quoted values become `"…"`
+/// and anything shaped like a keyledger secret becomes `[redacted]`, so a secret pasted into
+/// the wrong field is never echoed back or logged.
+pub fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_quotes = false;
+    for ch in message.chars() {
+        if ch == '"' {
+            if in_quotes {
+                out.push_str("…\"");
+            }
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            out.push(ch);
+        }
+    }
+    out.split(' ')
+        .map(|word| {
+            if word.contains("klk_") || word.contains("klp_") {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_drops_values_and_secrets() {
+        let m = r#"name: invalid type: string "klk_abc", expected u64 at line 1"#;
+        assert_eq!(
+            redact(m),
+            r#"name: invalid type: string "…", expected u64 at line 1"#
+        );
+        assert_eq!(
+            redact("unknown field `klk_x`, expected"),
+            "unknown field [redacted] expected"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! The HTTP API: routes, extractors, and the mapping of every failure to the JSON error
+//! shape. Handlers receive already-parsed values and call the ledger; they hold no state of
+//! their own.
+
+pub mod error;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::router;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::ledger::Ledger;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The ledger: commands and current state.
+    pub ledger: Ledger,
+    /// Server-wide settings.
+    pub config: Arc<ServerConfig>,
+}
+
+/// Settings of a running server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long an activity window lasts, in seconds.
+    pub activity_window_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            activity_window_secs: 60,
+        }
+    }
+}
+
+/// `Json` whose rejections answer in the API's error shape instead of axum's plain text.
+pub struct AppJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(AppJson(value))
+    }
+}
