@@ -72,35 +72,62 @@ pub struct Principal {
     pub credential_expires_at: Option<Timestamp>,
 }
 
+/// A refused credential: the code, and which credential it was when it is known (so its
+/// refusals count in its activity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: VerifyCode,
+    /// `(credential id, principal id)` of a known credential.
+    pub credential: Option<(Uuid, Uuid)>,
+}
+
+impl From<VerifyCode> for Refusal {
+    fn from(code: VerifyCode) -> Refusal {
+        Refusal {
+            code,
+            credential: None,
+        }
+    }
+}
+
 /// Authenticates a presented secret against the state at `now`.
-pub fn authenticate(
-    state: &State,
-    presented: &str,
-    now: Timestamp,
-) -> Result<Principal, VerifyCode> {
+pub fn authenticate(state: &State, presented: &str, now: Timestamp) -> Result<Principal, Refusal> {
     secret::parse(presented).map_err(|_| VerifyCode::Malformed)?;
     let hash = SecretSha256::of(presented);
     let credential = *state.credentials.get(&hash).ok_or(VerifyCode::NotFound)?;
+    check_credential(state, credential, &hash, now)
+}
+
+fn check_credential(
+    state: &State,
+    credential: CredentialRef,
+    hash: &SecretSha256,
+    now: Timestamp,
+) -> Result<Principal, Refusal> {
     match credential {
         CredentialRef::ApiKey(id) | CredentialRef::SupersededApiKey(id) => {
             let key = state.api_keys.get(&id).ok_or(VerifyCode::NotFound)?;
-            let current = key.secret_sha256.ct_eq(&hash);
+            let current = key.secret_sha256.ct_eq(hash);
             let grace = key
                 .superseded
                 .iter()
-                .find(|(old, _)| old.ct_eq(&hash))
+                .find(|(old, _)| old.ct_eq(hash))
                 .map(|(_, until)| *until);
             if !current && grace.is_none() {
-                return Err(VerifyCode::NotFound);
+                return Err(VerifyCode::NotFound.into());
             }
+            let refuse = |code| Refusal {
+                code,
+                credential: Some((key.id, key.id)),
+            };
             match key.status(now) {
-                KeyStatus::Deleted => return Err(VerifyCode::Revoked),
-                KeyStatus::Disabled => return Err(VerifyCode::Disabled),
-                KeyStatus::Expired => return Err(VerifyCode::Expired),
+                KeyStatus::Deleted => return Err(refuse(VerifyCode::Revoked)),
+                KeyStatus::Disabled => return Err(refuse(VerifyCode::Disabled)),
+                KeyStatus::Expired => return Err(refuse(VerifyCode::Expired)),
                 KeyStatus::Active => {}
             }
             if !current && grace.is_some_and(|until| now >= until) {
-                return Err(VerifyCode::Revoked);
+                return Err(refuse(VerifyCode::Revoked));
             }
             Ok(Principal {
                 kind: PrincipalKind::ServiceAccount,
@@ -115,17 +142,21 @@ pub fn authenticate(
         }
         CredentialRef::Pat(id) => {
             let pat = state.pats.get(&id).ok_or(VerifyCode::NotFound)?;
-            if !pat.secret_sha256.ct_eq(&hash) {
-                return Err(VerifyCode::NotFound);
+            if !pat.secret_sha256.ct_eq(hash) {
+                return Err(VerifyCode::NotFound.into());
             }
             let user = state.users.get(&pat.user_id).ok_or(VerifyCode::NotFound)?;
+            let refuse = |code| Refusal {
+                code,
+                credential: Some((pat.id, user.id)),
+            };
             match pat.status(now) {
-                PatStatus::Revoked => return Err(VerifyCode::Revoked),
-                PatStatus::Expired => return Err(VerifyCode::Expired),
+                PatStatus::Revoked => return Err(refuse(VerifyCode::Revoked)),
+                PatStatus::Expired => return Err(refuse(VerifyCode::Expired)),
                 PatStatus::Active => {}
             }
             if user.status == UserStatus::Deactivated {
-                return Err(VerifyCode::Revoked);
+                return Err(refuse(VerifyCode::Revoked));
             }
             Ok(Principal {
                 kind: PrincipalKind::User,

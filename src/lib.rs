@@ -2,9 +2,11 @@
 //! service accounts and personal access tokens.
 
 pub mod access;
+pub mod activity;
 pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod ledger;
+pub mod policy;
 pub mod server;
 pub mod store;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyledger::domain::SystemClock;
 use keyledger::http::{AppState, ServerConfig};
+use keyledger::policy::Policy;
 use keyledger::server;
 use keyledger::store::SledStore;
 
@@ -32,6 +33,9 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Host-application policy file (JSON; see schemas/policy.schema.json).
+        #[arg(long, env = "KEYLEDGER_POLICY")]
+        policy: Option<PathBuf>,
         /// Checkpoint origin of a new log (fixed once the log exists).
         #[arg(long, env = "KEYLEDGER_ORIGIN")]
         origin: Option<String>,
@@ -60,9 +64,10 @@ fn main() -> ExitCode {
         Cmd::Serve {
             data_dir,
             listen,
+            policy,
             origin,
             activity_window,
-        } => run_serve(data_dir, listen, origin, activity_window),
+        } => run_serve(data_dir, listen, policy, origin, activity_window),
         Cmd::Check { data_dir } => run_check(data_dir),
     };
     match result {
@@ -77,10 +82,15 @@ fn main() -> ExitCode {
 fn run_serve(
     data_dir: PathBuf,
     listen: String,
+    policy: Option<PathBuf>,
     origin: Option<String>,
     activity_window: u64,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let policy = match &policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
     runtime.block_on(async move {
         let clock = Arc::new(SystemClock);
         let (ledger, bootstrap) = server::open_ledger(&data_dir, origin.as_deref(), clock).await?;
@@ -93,12 +103,10 @@ fn run_serve(
         let addr = listener.local_addr().context("reading the listening address")?;
         println!("keyledger listening on http://{addr} (data dir {})", data_dir.display());
         tracing::info!(%addr, origin = ledger.origin(), size = ledger.checkpoint().checkpoint.size, "serving");
-        let state = AppState {
-            ledger,
-            config: Arc::new(ServerConfig {
-                activity_window_secs: activity_window,
-            }),
+        let config = ServerConfig {
+            activity_window_secs: activity_window,
         };
+        let state = AppState::new(ledger, config, policy);
         server::serve(listener, state, server::shutdown_signal()).await
     })
 }

@@ -2,16 +2,17 @@
 //! genesis and the bootstrap admin key on first run, then serve until told to stop.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+use crate::activity::ActivityTracker;
 use crate::crypto::secret::{PlainSecret, SecretKind};
 use crate::domain::{Actor, Clock, Command, KeyName, Role};
-use crate::http::{AppState, ServerConfig, router};
+use crate::http::{AppState, router};
 use crate::ledger::{self, Ledger};
 use crate::store::SledStore;
 
@@ -90,21 +91,47 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let ledger = state.ledger.clone();
+    let activity = state.activity.clone();
+    let window = std::time::Duration::from_secs(state.config.activity_window_secs.max(1));
+    let windows = tokio::spawn(close_activity_windows(
+        ledger.clone(),
+        activity.clone(),
+        window,
+    ));
     let app = router(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP");
+    // No request is in flight any more: close the open window, then stop the writer
+    // after its last commit.
+    windows.abort();
+    let now = ledger.clock().now();
+    if let Err(e) = activity.flush(&ledger, now).await {
+        tracing::error!(error = %e, "could not write the last activity window");
+    }
     ledger.shutdown().await;
     served
 }
 
-/// Settings of `keyledger serve`.
-#[derive(Clone, Debug)]
-pub struct ServeOptions {
-    pub data_dir: PathBuf,
-    pub origin: Option<String>,
-    pub config: ServerConfig,
+/// Closes an activity window every `window`, appending its summaries.
+async fn close_activity_windows(
+    ledger: Ledger,
+    activity: Arc<ActivityTracker>,
+    window: std::time::Duration,
+) {
+    let mut ticks = tokio::time::interval(window);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = ledger.clock().now();
+        match activity.flush(&ledger, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(credentials = n, "activity window closed"),
+            Err(e) => tracing::error!(error = %e, "could not write an activity window"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

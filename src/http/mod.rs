@@ -2,9 +2,16 @@
 //! shape. Handlers receive already-parsed values and call the ledger; they hold no state of
 //! their own.
 
+mod admin;
+mod auth;
 pub mod error;
+mod extract;
+mod me;
 mod routes;
+mod verify;
+mod views;
 
+pub use auth::{AdminOnly, AnyRole, AuditReader, Caller, RoleRule};
 pub use error::ApiError;
 pub use routes::router;
 
@@ -13,7 +20,9 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
+use crate::activity::ActivityTracker;
 use crate::ledger::Ledger;
+use crate::policy::Policy;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -25,6 +34,22 @@ pub struct AppState {
     pub ledger: Ledger,
     /// Server-wide settings.
     pub config: Arc<ServerConfig>,
+    /// Usage counted since the last activity window closed.
+    pub activity: Arc<ActivityTracker>,
+    /// Which role may call which host-application endpoint.
+    pub policy: Arc<Policy>,
+}
+
+impl AppState {
+    /// State over a ledger with default settings and the built-in policy.
+    pub fn new(ledger: Ledger, config: ServerConfig, policy: Policy) -> AppState {
+        AppState {
+            ledger,
+            config: Arc::new(config),
+            activity: Arc::new(ActivityTracker::new()),
+            policy: Arc::new(policy),
+        }
+    }
 }
 
 /// Settings of a running server.

@@ -2,23 +2,57 @@
 //! paths and wrong methods.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use base64::Engine;
 use serde_json::json;
 
-use super::{ApiError, AppState, MAX_BODY_BYTES};
-use crate::access::{self, Principal, VerifyCode};
-use crate::domain::Role;
+use super::auth::{AuditReader, Caller};
+use super::{ApiError, AppState, MAX_BODY_BYTES, admin, me, verify};
 
 /// Builds the whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/v1/admin/api-keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/v1/admin/api-keys/{id}",
+            get(admin::get_key)
+                .patch(admin::patch_key)
+                .delete(admin::delete_key),
+        )
+        .route(
+            "/v1/admin/api-keys/{id}/regenerate",
+            post(admin::regenerate_key),
+        )
+        .route("/v1/admin/api-keys/{id}/disable", post(admin::disable_key))
+        .route("/v1/admin/api-keys/{id}/enable", post(admin::enable_key))
+        .route(
+            "/v1/admin/users",
+            post(admin::register_user).get(admin::list_users),
+        )
+        .route(
+            "/v1/admin/users/{id}",
+            axum::routing::patch(admin::patch_user).delete(admin::deactivate_user),
+        )
+        .route(
+            "/v1/admin/users/{id}/tokens",
+            post(admin::create_user_token).get(admin::list_user_tokens),
+        )
+        .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/v1/me", get(me::me))
+        .route(
+            "/v1/me/tokens",
+            get(me::list_my_tokens).post(me::create_my_token),
+        )
+        .route("/v1/me/tokens/{id}", delete(me::revoke_my_token))
+        .route("/v1/verify", post(verify::verify))
         .route("/v1/audit/public-key", get(public_key))
         .route("/v1/audit/checkpoint", get(checkpoint))
         .fallback(not_found)
@@ -37,55 +71,6 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
-}
-
-/// An authenticated caller. Extracting it checks the bearer credential.
-pub struct Caller(pub Principal);
-
-impl Caller {
-    /// Refuses with 403 unless the caller holds one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
-        if roles.contains(&self.0.role) {
-            Ok(&self.0)
-        } else {
-            Err(ApiError::forbidden())
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("send a credential as Authorization: Bearer <secret>")
-        })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be Bearer <secret>")
-            })?;
-        let now = state.ledger.clock().now();
-        let outcome = state.ledger.read(|s| access::authenticate(s, secret, now));
-        outcome.map(Caller).map_err(|code| {
-            let message = match code {
-                VerifyCode::Malformed => "the credential is not a keyledger secret",
-                VerifyCode::NotFound => "the credential is not known",
-                VerifyCode::Disabled => "the credential is disabled",
-                VerifyCode::Expired => "the credential has expired",
-                VerifyCode::Revoked | VerifyCode::Valid | VerifyCode::Forbidden => {
-                    "the credential has been revoked"
-                }
-            };
-            ApiError::unauthorized(message)
-        })
-    }
 }
 
 async fn healthz() -> Response {
@@ -111,8 +96,10 @@ async fn public_key(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn checkpoint(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin, Role::Auditor])?;
+async fn checkpoint(
+    State(state): State<AppState>,
+    _caller: Caller<AuditReader>,
+) -> Result<Response, ApiError> {
     let note = state.ledger.checkpoint().note.clone();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
