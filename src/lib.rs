@@ -7,6 +7,8 @@ pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod ledger;
+pub mod offline;
 pub mod policy;
+pub mod projections;
 pub mod server;
 pub mod store;

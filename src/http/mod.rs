@@ -3,6 +3,7 @@
 //! their own.
 
 mod admin;
+mod audit;
 mod auth;
 pub mod error;
 mod extract;

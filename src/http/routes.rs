@@ -3,14 +3,12 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use base64::Engine;
 use serde_json::json;
 
-use super::auth::{AuditReader, Caller};
-use super::{ApiError, AppState, MAX_BODY_BYTES, admin, me, verify};
+use super::{ApiError, AppState, MAX_BODY_BYTES, admin, audit, me, verify};
 
 /// Builds the whole API.
 pub fn router(state: AppState) -> Router {
@@ -53,8 +51,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/me/tokens/{id}", delete(me::revoke_my_token))
         .route("/v1/verify", post(verify::verify))
-        .route("/v1/audit/public-key", get(public_key))
-        .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/v1/audit/events", get(audit::events))
+        .route("/v1/audit/api-keys/{id}/history", get(audit::key_history))
+        .route(
+            "/v1/audit/principals/{id}/activity",
+            get(audit::principal_activity),
+        )
+        .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion_proof))
+        .route("/v1/audit/proof/consistency", get(audit::consistency_proof))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -84,22 +91,4 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         ApiError::unavailable().into_response()
     }
-}
-
-async fn public_key(State(state): State<AppState>) -> Response {
-    let ledger = &state.ledger;
-    axum::Json(json!({
-        "origin": ledger.origin(),
-        "vkey": ledger.vkey(),
-        "public_key": base64::engine::general_purpose::STANDARD.encode(ledger.public_key()),
-    }))
-    .into_response()
-}
-
-async fn checkpoint(
-    State(state): State<AppState>,
-    _caller: Caller<AuditReader>,
-) -> Result<Response, ApiError> {
-    let note = state.ledger.checkpoint().note.clone();
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }

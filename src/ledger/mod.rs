@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::note::{Checkpoint, NoteSigner};
 use crate::domain::{Actor, Clock, Command, DomainError, Entry, State};
+use crate::projections::Projections;
 use crate::store::Store;
 
 /// Why a command was not appended.
@@ -70,6 +71,7 @@ enum Message {
 struct Shared {
     store: Arc<dyn Store>,
     read_model: RwLock<State>,
+    projections: RwLock<Projections>,
     checkpoint: RwLock<Arc<CheckpointState>>,
     available: AtomicBool,
     origin: String,
@@ -116,11 +118,13 @@ impl Ledger {
         signer: NoteSigner,
         clock: Arc<dyn Clock>,
     ) -> Result<Ledger, OpenError> {
-        let opened = open::replay(store.as_ref(), &signer, false)?;
+        let mut opened = open::replay(store.as_ref(), &signer, false)?;
+        let projections = std::mem::take(&mut opened.projections);
         let checkpoint = Arc::new(opened.checkpoint.clone());
         let shared = Arc::new(Shared {
             store: store.clone(),
             read_model: RwLock::new(opened.state.clone()),
+            projections: RwLock::new(projections),
             checkpoint: RwLock::new(checkpoint),
             available: AtomicBool::new(true),
             origin: signer.name().to_string(),
@@ -165,14 +169,14 @@ impl Ledger {
         f(&state)
     }
 
-    /// Updates the read model outside the log (activity's live `last_used_at`).
-    pub fn touch(&self, f: impl FnOnce(&mut State)) {
-        let mut state = self
+    /// Reads the audit projections (every committed entry applied).
+    pub fn read_projections<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
+        let projections = self
             .shared
-            .read_model
-            .write()
+            .projections
+            .read()
             .unwrap_or_else(|p| p.into_inner());
-        f(&mut state);
+        f(&projections)
     }
 
     /// The latest checkpoint.

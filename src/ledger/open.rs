@@ -15,6 +15,7 @@ use crate::crypto::merkle::{self, Frontier};
 use crate::crypto::note::{Checkpoint, NoteSigner, NoteVerifier};
 use crate::crypto::seal;
 use crate::domain::{Entry, EventData, State, Timestamp};
+use crate::projections::Projections;
 use crate::store::{Store, StoreError};
 
 use super::CheckpointState;
@@ -54,6 +55,7 @@ fn bad(seq: u64, reason: impl std::fmt::Display) -> OpenError {
 /// What replay produced, handed to the writer and the read model.
 pub(super) struct Opened {
     pub state: State,
+    pub projections: Projections,
     pub frontier: Frontier,
     pub checkpoint: CheckpointState,
 }
@@ -94,6 +96,7 @@ pub(super) fn replay(
     };
 
     let mut state = State::default();
+    let mut projections = Projections::default();
     let mut frontier = Frontier::new();
     let mut last_at: Option<Timestamp> = None;
     let mut last: Option<(Entry, Vec<u8>)> = None;
@@ -130,6 +133,7 @@ pub(super) fn replay(
             }
         }
         state.apply(&entry);
+        projections.apply(&entry);
         last_at = Some(entry.at);
         last = Some((entry, signed));
     }
@@ -152,6 +156,7 @@ pub(super) fn replay(
     }
     Ok(Opened {
         state,
+        projections,
         frontier,
         checkpoint: CheckpointState { note, checkpoint },
     })

@@ -192,6 +192,16 @@ impl Writer {
                 read_model.apply(entry);
             }
         }
+        {
+            let mut projections = self
+                .shared
+                .projections
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for entry in committed {
+                projections.apply(entry);
+            }
+        }
         *self
             .shared
             .checkpoint
