@@ -117,12 +117,6 @@ pub(super) fn replay(
         }
         let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
         check_entry(&state, &entry, seq, last_at)?;
-        if seq == 0 {
-            check_genesis(&entry, signer)?;
-        }
-        if seq == 0 || every_signature {
-            seal::verify(&entry, &signed, &key).map_err(|e| bad(seq, e))?;
-        }
         for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
             match store.node(level, index)? {
                 Some(stored) if stored == hash => {}
@@ -131,6 +125,14 @@ pub(super) fn replay(
                 }
                 None => return Err(bad(seq, "a Merkle node completed by this entry is missing")),
             }
+        }
+        // After the Merkle comparison, so a damaged genesis is reported as a bad seq 0
+        // rather than as a wrong key.
+        if seq == 0 {
+            check_genesis(&entry, signer)?;
+        }
+        if seq == 0 || every_signature {
+            seal::verify(&entry, &signed, &key).map_err(|e| bad(seq, e))?;
         }
         state.apply(&entry);
         projections.apply(&entry);
