@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod offline;
 pub mod policy;
 pub mod projections;

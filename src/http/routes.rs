@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
@@ -15,6 +15,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/admin/api-keys",
             post(admin::create_key).get(admin::list_keys),
@@ -91,4 +92,61 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         ApiError::unavailable().into_response()
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let ledger = &state.ledger;
+    let now = ledger.clock().now();
+    let mut out = String::with_capacity(2048);
+    let checkpoint = ledger.checkpoint();
+    out.push_str("# HELP keyledger_log_entries Entries covered by the latest checkpoint.\n");
+    out.push_str("# TYPE keyledger_log_entries gauge\n");
+    out.push_str(&format!(
+        "keyledger_log_entries {}\n",
+        checkpoint.checkpoint.size
+    ));
+    out.push_str("# HELP keyledger_writer_available 1 while the ledger can commit.\n");
+    out.push_str("# TYPE keyledger_writer_available gauge\n");
+    out.push_str(&format!(
+        "keyledger_writer_available {}\n",
+        u8::from(ledger.is_available())
+    ));
+    let (keys, users, tokens) = ledger.read(|s| {
+        let mut keys = std::collections::BTreeMap::<&str, u64>::new();
+        for k in s.api_keys.values() {
+            *keys.entry(k.status(now).as_str()).or_default() += 1;
+        }
+        let mut users = std::collections::BTreeMap::<&str, u64>::new();
+        for u in s.users.values() {
+            *users.entry(u.status.as_str()).or_default() += 1;
+        }
+        let mut tokens = std::collections::BTreeMap::<&str, u64>::new();
+        for p in s.pats.values() {
+            *tokens.entry(p.status(now).as_str()).or_default() += 1;
+        }
+        (keys, users, tokens)
+    });
+    for (name, help, counts) in [
+        ("keyledger_api_keys", "API keys by status.", keys),
+        ("keyledger_users", "Users by status.", users),
+        (
+            "keyledger_tokens",
+            "Personal access tokens by status.",
+            tokens,
+        ),
+    ] {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (status, count) in counts {
+            out.push_str(&format!("{name}{{status=\"{status}\"}} {count}\n"));
+        }
+    }
+    ledger.metrics().render(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }

@@ -92,6 +92,7 @@ pub async fn verify(
             })
         }
         Err(refusal) => {
+            state.ledger.metrics().count_verify(refusal.code);
             if let Some((credential, principal)) = refusal.credential {
                 state.activity.record(
                     credential,

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::note::{Checkpoint, NoteSigner};
 use crate::domain::{Actor, Clock, Command, DomainError, Entry, State};
+use crate::metrics::Metrics;
 use crate::projections::Projections;
 use crate::store::Store;
 
@@ -74,6 +75,7 @@ struct Shared {
     projections: RwLock<Projections>,
     checkpoint: RwLock<Arc<CheckpointState>>,
     available: AtomicBool,
+    metrics: Arc<Metrics>,
     origin: String,
     vkey: String,
     public_key: [u8; 32],
@@ -127,6 +129,7 @@ impl Ledger {
             projections: RwLock::new(projections),
             checkpoint: RwLock::new(checkpoint),
             available: AtomicBool::new(true),
+            metrics: Arc::new(Metrics::default()),
             origin: signer.name().to_string(),
             vkey: signer.vkey(),
             public_key: signer.public_key(),
@@ -186,6 +189,11 @@ impl Ledger {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Process-wide counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Whether the writer can still commit.

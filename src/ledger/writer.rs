@@ -144,7 +144,10 @@ impl Writer {
         }
         if !batch.entries.is_empty() {
             match self.persist(batch) {
-                Ok(checkpoint) => self.publish(&committed, checkpoint),
+                Ok(checkpoint) => {
+                    self.shared.metrics.count_commit(committed.len() as u64);
+                    self.publish(&committed, checkpoint);
+                }
                 Err(()) => {
                     self.fail();
                     for (reply, outcome) in replies {
