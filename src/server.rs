@@ -93,10 +93,12 @@ pub async fn serve(
     let ledger = state.ledger.clone();
     let activity = state.activity.clone();
     let window = std::time::Duration::from_secs(state.config.activity_window_secs.max(1));
+    let (stop_windows, stopped) = tokio::sync::oneshot::channel::<()>();
     let windows = tokio::spawn(close_activity_windows(
         ledger.clone(),
         activity.clone(),
         window,
+        stopped,
     ));
     let app = router(state);
     let served = axum::serve(listener, app)
@@ -105,7 +107,10 @@ pub async fn serve(
         .context("serving HTTP");
     // No request is in flight any more: close the open window, then stop the writer
     // after its last commit.
-    windows.abort();
+    // Stop the window task without cancelling a flush it may be in the middle of: its
+    // summaries must reach the writer, not vanish with an aborted task.
+    let _ = stop_windows.send(());
+    let _ = windows.await;
     let now = ledger.clock().now();
     if let Err(e) = activity.flush(&ledger, now).await {
         tracing::error!(error = %e, "could not write the last activity window");
@@ -119,12 +124,16 @@ async fn close_activity_windows(
     ledger: Ledger,
     activity: Arc<ActivityTracker>,
     window: std::time::Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut ticks = tokio::time::interval(window);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut stop => return,
+        }
         let now = ledger.clock().now();
         match activity.flush(&ledger, now).await {
             Ok(0) => {}

@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 mod me;
 mod routes;
+mod ui;
 mod verify;
 mod views;
 

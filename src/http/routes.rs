@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/audit/proof/inclusion", get(audit::inclusion_proof))
         .route("/v1/audit/proof/consistency", get(audit::consistency_proof))
+        .merge(super::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
