@@ -10,8 +10,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::{AdminOnly, Caller, etag, if_match};
-use super::extract::{AppPath, AppQuery, optional_json};
-use super::{ApiError, AppJson, AppState, views};
+use super::extract::{AppPath, AppQuery};
+use super::{ApiError, AppJson, AppState, OptionalJson, views};
 use crate::access::Principal;
 use crate::access::PrincipalKind;
 use crate::crypto::secret::{PlainSecret, SecretKind};
@@ -215,9 +215,8 @@ pub async fn regenerate_key(
     caller: Caller<AdminOnly>,
     AppPath(key_id): AppPath<Uuid>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<RegenerateBody>,
 ) -> Result<Response, ApiError> {
-    let body: RegenerateBody = optional_json(&headers, &body)?;
     let secret = new_secret(SecretKind::ApiKey)?;
     let command = Command::RegenerateApiKey {
         key_id,

@@ -4,7 +4,7 @@
 //! [`ApiError`]. Internal details are logged, never returned; no message holds a secret.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -112,34 +112,6 @@ impl From<LedgerError> for ApiError {
         match e {
             LedgerError::Domain(d) => d.into(),
             LedgerError::Unavailable => ApiError::unavailable(),
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ),
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::bad_request("malformed_json", "the body is not valid JSON")
-            }
-            JsonRejection::JsonDataError(e) => {
-                // serde's message names the field and the expected type, never a value.
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("the body does not fit: {}", redact(&e.body_text())),
-                )
-            }
-            JsonRejection::BytesRejection(_) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the body is over the 64 KiB limit",
-            ),
-            _ => ApiError::bad_request("invalid_body", "the body could not be read"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Extractors whose rejections answer in the API's JSON error shape.
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -40,14 +41,23 @@ where
     }
 }
 
-/// A body that may be absent: empty means `T::default()`; otherwise it must be JSON.
-pub fn optional_json<T: DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Ok(T::default());
-    }
+/// Reads the whole body within the router's limit; over it is a JSON 413.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is over the 64 KiB limit",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", "the body could not be read")
+        }
+    })
+}
+
+/// Parses a JSON object body into `T`.
+pub fn parse_object<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -63,6 +73,16 @@ pub fn optional_json<T: DeserializeOwned + Default>(
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         ));
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        // Valid JSON that is not an object (an array would fill struct fields in order).
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
     }
     serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {

@@ -69,7 +69,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// `Json` whose rejections answer in the API's error shape instead of axum's plain text.
+/// A JSON object body whose every rejection answers in the API's error shape: 415 without a
+/// JSON content type, 413 over the size limit, 400 for malformed JSON, for a body that is not
+/// an object (serde would otherwise fill a struct from an array), or one that does not fit.
 pub struct AppJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for AppJson<T>
@@ -80,7 +82,28 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(AppJson(value))
+        let headers = req.headers().clone();
+        let body = extract::read_body(req, state).await?;
+        extract::parse_object(&headers, &body).map(AppJson)
+    }
+}
+
+/// Like [`AppJson`], but an empty body means `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let body = extract::read_body(req, state).await?;
+        if body.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        extract::parse_object(&headers, &body).map(OptionalJson)
     }
 }
