@@ -77,7 +77,7 @@ pub fn verify_export(
     input: impl BufRead,
     vkey: &str,
     checkpoint_note: Option<&str>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Report, OfflineError> {
     let verifier =
         NoteVerifier::parse(vkey).map_err(|e| OfflineError::Setup(format!("bad --vkey: {e}")))?;
@@ -89,11 +89,30 @@ pub fn verify_export(
                 .map_err(|e| OfflineError::Setup(format!("the checkpoint does not verify: {e}")))
         })
         .transpose()?;
+    let mut pending: Vec<Pending> = Vec::with_capacity(BATCH);
+    match scan(input, &verifier, &key, checkpoint, progress, &mut pending) {
+        Ok(report) => Ok(report),
+        // Signatures still waiting for their batch come before the structural failure: check
+        // them first so the error names the first bad seq.
+        Err(e) => {
+            verify_batch(&mut pending, &key)?;
+            Err(e)
+        }
+    }
+}
+
+fn scan(
+    input: impl BufRead,
+    verifier: &NoteVerifier,
+    key: &VerifyingKey,
+    checkpoint: Option<Checkpoint>,
+    mut progress: impl FnMut(u64),
+    pending: &mut Vec<Pending>,
+) -> Result<Report, OfflineError> {
     let key_hex = verifier.key_id_hex();
     let mut frontier = Frontier::new();
     let mut versions: HashMap<Stream, u64> = HashMap::new();
     let mut last_at: Option<Timestamp> = None;
-    let mut pending: Vec<Pending> = Vec::with_capacity(BATCH);
     let mut read = 0u64;
     let mut input = input;
     let mut line = Vec::with_capacity(1024);
@@ -166,13 +185,13 @@ pub fn verify_export(
             signature,
         });
         if pending.len() == BATCH {
-            verify_batch(&mut pending, &key)?;
+            verify_batch(pending, key)?;
         }
         frontier.push(merkle::leaf_hash(&line));
         seq += 1;
         if let Some(cp) = &checkpoint {
             if frontier.size() == cp.size && frontier.root() != cp.root {
-                verify_batch(&mut pending, &key)?;
+                verify_batch(pending, key)?;
                 return Err(bad(
                     seq - 1,
                     format!(
@@ -183,7 +202,7 @@ pub fn verify_export(
             }
         }
     }
-    verify_batch(&mut pending, &key)?;
+    verify_batch(pending, key)?;
     let entries = frontier.size();
     let uncovered = match &checkpoint {
         Some(cp) if entries < cp.size => {
@@ -215,8 +234,11 @@ fn verify_batch(pending: &mut Vec<Pending>, key: &VerifyingKey) -> Result<(), Of
     let signatures: Vec<Signature> = pending.iter().map(|p| p.signature).collect();
     let keys = vec![*key; pending.len()];
     let batch_ok = ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
-    // Batch verification is the cofactored equation; keep the strict single check as the
-    // rule, so batch success is only a fast path and failure is always pinned down.
+    // Batch verification is the fast path for bulk checks. It accepts everything
+    // `verify_strict` accepts, plus signatures with small-order components that only the
+    // holder of the signing key could make; `keyledger check` and start-up use
+    // `verify_strict` on each entry. A failed batch is re-checked one by one so the error
+    // names the seq.
     for p in pending.iter() {
         if !batch_ok || p.seq == 0 {
             key.verify_strict(&p.signed, &p.signature)

@@ -1,3 +1,10 @@
 //! End-to-end tests of the HTTP API: a real server on a real socket, a real sled data dir.
 
+mod activity;
+mod authz;
+mod bad_input;
+mod crash;
 mod helpers;
+mod lifecycle;
+mod schemas;
+mod verify;
