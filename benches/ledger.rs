@@ -115,16 +115,17 @@ fn verification(c: &mut Criterion) {
 fn sealing(c: &mut Criterion) {
     let signer = signer();
     let secret = PlainSecret::generate(SecretKind::ApiKey).expect("rng");
+    let key_id = Uuid::now_v7();
     let entry = Entry {
         seq: 12345,
         id: Uuid::now_v7(),
-        stream: Stream::ApiKey(Uuid::now_v7()),
+        stream: Stream::ApiKey(key_id),
         version: 1,
         at: SystemClock.now(),
         actor: Actor::system(),
         signer: String::new(),
         data: EventData::ApiKeyCreated(ApiKeyCreated {
-            key_id: Uuid::now_v7(),
+            key_id,
             name: "chat-frontend".into(),
             role: Role::Basic,
             display: secret.display(),

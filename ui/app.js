@@ -1,0 +1,1321 @@
+// keyledger admin page. Plain JavaScript, no framework, no build step, nothing fetched from
+// anywhere but this origin. Text from the server is only ever put into the page with
+// textContent or attributes, never parsed as HTML.
+'use strict';
+
+(() => {
+  const STORAGE_KEY = 'keyledger.credential';
+
+  const KEY_TYPES = {
+    admin: 'Can access all endpoints, including those pre-fixed with admin/.',
+    basic: 'Can access the non-admin endpoints like Search, Chat, Agents, and Actions.',
+    limited: 'Read-only Agent access. Can post messages to Chat endpoints, but cannot read chat history.',
+  };
+
+  const EVENT_LABELS = {
+    'ledger.initialized': 'Log created',
+    'ledger.signer_rotated': 'Signing key rotated',
+    'api_key.created': 'Created',
+    'api_key.renamed': 'Renamed',
+    'api_key.role_changed': 'Type changed',
+    'api_key.expiry_changed': 'Expiry changed',
+    'api_key.regenerated': 'Regenerated',
+    'api_key.disabled': 'Disabled',
+    'api_key.enabled': 'Enabled',
+    'api_key.deleted': 'Deleted',
+    'user.registered': 'User registered',
+    'user.role_changed': 'User role changed',
+    'user.deactivated': 'User deactivated',
+    'pat.created': 'Token issued',
+    'pat.revoked': 'Token revoked',
+    'credential.activity': 'Activity summary',
+  };
+
+  const OUTCOMES = ['VALID', 'FORBIDDEN', 'DISABLED', 'EXPIRED', 'REVOKED', 'NOT_FOUND', 'MALFORMED'];
+
+  const state = {
+    secret: null,
+    me: null,
+    role: null,
+    tab: null,
+    keys: [],
+    users: [],
+    tokens: [],
+    selectedUserId: null,
+    names: new Map(), // principal id -> human name
+    keyChoices: [], // [{id, label}]
+    historyKeyId: null,
+    log: { params: null, after: null, back: [], next: null },
+  };
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+  /** Builds an element: h('td', {class: 'x', 'data-label': 'Name'}, 'text', child…). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    setAttrs(el, attrs);
+    append(el, children);
+    return el;
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    setAttrs(el, attrs);
+    append(el, children);
+    return el;
+  }
+
+  function setAttrs(el, attrs) {
+    if (!attrs) return;
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'text') el.textContent = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+
+  function append(el, children) {
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+  }
+
+  function clear(el) {
+    while (el.firstChild) el.firstChild.remove();
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  const pad = (n) => String(n).padStart(2, '0');
+
+  /** Local time as `YYYY-MM-DD HH:MM[:SS]`: compact, sortable, unambiguous. */
+  function fmtDate(iso, withSeconds) {
+    if (!iso) return '';
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return iso;
+    const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    const time = `${pad(d.getHours())}:${pad(d.getMinutes())}${withSeconds ? `:${pad(d.getSeconds())}` : ''}`;
+    return `${day} ${time}`;
+  }
+
+  /** A <time> element, or `empty` text when there is no timestamp. */
+  function timeEl(iso, empty = '—', withSeconds = false) {
+    if (!iso) return h('span', { class: 'muted' }, empty);
+    return h('time', { datetime: iso, title: iso }, fmtDate(iso, withSeconds));
+  }
+
+  /** datetime-local value (local time) -> RFC 3339 UTC, or null when empty. */
+  function localToRfc3339(value) {
+    if (!value) return null;
+    const d = new Date(value);
+    if (Number.isNaN(d.getTime())) throw new Error('That date and time is not valid.');
+    return d.toISOString();
+  }
+
+  function shortId(id) {
+    return id && id.length > 13 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id || '';
+  }
+
+  function principalName(id) {
+    if (!id) return '';
+    if (id === 'keyledger') return 'keyledger (system)';
+    return state.names.get(id) || shortId(id);
+  }
+
+  function actorEl(actor) {
+    if (!actor) return '';
+    if (actor.kind === 'system') return h('span', { class: 'muted' }, 'keyledger (system)');
+    const kind = actor.kind === 'service_account' ? 'API key' : 'user';
+    return h('span', { title: `${kind} ${actor.id}` }, principalName(actor.id),
+      h('span', { class: 'muted' }, ` (${kind})`));
+  }
+
+  function badge(text, kind) {
+    return h('span', { class: `badge badge-${kind || 'plain'}` }, text);
+  }
+
+  function statusBadge(status) {
+    const kind = { active: 'ok', disabled: 'warn', expired: 'warn', deleted: 'bad', deactivated: 'bad', revoked: 'bad' }[status];
+    return badge(status, kind);
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(method, path, opts = {}) {
+    const headers = { Accept: 'application/json' };
+    if (state.secret) headers.Authorization = `Bearer ${state.secret}`;
+    let body;
+    if (opts.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(opts.body);
+    }
+    if (opts.ifMatch !== undefined && opts.ifMatch !== null) headers['If-Match'] = `"${opts.ifMatch}"`;
+    let res;
+    try {
+      res = await fetch(path, {
+        method, headers, body, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
+      });
+    } catch (e) {
+      throw new ApiError(0, 'network', `The server could not be reached (${e.message}).`);
+    }
+    if (!res.ok) {
+      let code = `http_${res.status}`;
+      let message = `The server answered ${res.status} ${res.statusText}.`;
+      try {
+        const j = await res.json();
+        if (j && j.error && j.error.message) {
+          code = j.error.code;
+          message = j.error.message;
+        }
+      } catch (_) { /* not JSON: keep the status line */ }
+      throw new ApiError(res.status, code, message);
+    }
+    if (opts.raw) return res;
+    if (res.status === 204) return null;
+    const type = res.headers.get('content-type') || '';
+    return type.includes('json') ? res.json() : res.text();
+  }
+
+  /** Every event matching `params`, following next_after (bounded). */
+  async function allEvents(params, maxPages = 20) {
+    const out = [];
+    let after = null;
+    for (let i = 0; i < maxPages; i += 1) {
+      const q = new URLSearchParams({ ...params, limit: '1000' });
+      if (after !== null) q.set('after', String(after));
+      const page = await api('GET', `/v1/audit/events?${q}`);
+      out.push(...page.events);
+      if (page.next_after === null || page.next_after === undefined) break;
+      after = page.next_after;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- notices
+
+  const pageStatus = $('#page-status');
+  const pageError = $('#page-error');
+
+  function say(region, text) {
+    // Clear first so that the same message twice is announced twice.
+    region.textContent = '';
+    region.classList.toggle('shown', Boolean(text));
+    if (text) window.setTimeout(() => { region.textContent = text; }, 30);
+  }
+
+  function announce(text) {
+    say(pageError, '');
+    say(pageStatus, text);
+  }
+
+  function messageOf(err) {
+    if (err instanceof ApiError) return err.message;
+    return (err && err.message) || String(err);
+  }
+
+  /** Shows an error in the open dialog if there is one, else on the page. */
+  function showError(err, dialog) {
+    const open = dialog || $$('dialog[open]').pop();
+    const target = open && $('.dialog-error', open);
+    const text = messageOf(err);
+    if (target) {
+      target.textContent = '';
+      window.setTimeout(() => { target.textContent = text; }, 30);
+    } else {
+      say(pageStatus, '');
+      say(pageError, text);
+    }
+  }
+
+  // ---------------------------------------------------------------- dialogs
+
+  function openDialog(dlg, opener, fallbackFocus) {
+    dlg.kl = { opener: opener || document.activeElement, fallback: fallbackFocus };
+    $$('.dialog-error', dlg).forEach((e) => { e.textContent = ''; });
+    dlg.showModal();
+    const first = $('[data-autofocus]', dlg);
+    if (first) first.focus();
+  }
+
+  function restoreFocus(dlg) {
+    const info = dlg.kl || {};
+    let target = info.opener;
+    if (target && !target.isConnected && target.dataset && target.dataset.action) {
+      // The row was re-rendered: find the same action on the same item.
+      target = $(`[data-action="${CSS.escape(target.dataset.action)}"][data-id="${CSS.escape(target.dataset.id)}"]`);
+    }
+    if (!target || !target.isConnected || target.disabled || target.closest('[hidden]')) {
+      target = info.fallback || $(`#view-${state.tab} h1`) || $('#main');
+    }
+    if (target && typeof target.focus === 'function') target.focus();
+  }
+
+  /** Runs a dialog's clean-up (e.g. wiping a secret) once, as soon as it is dismissed. */
+  function cleanUp(dlg) {
+    const fn = dlg.kl && dlg.kl.onClose;
+    if (fn) {
+      dlg.kl.onClose = null;
+      fn();
+    }
+  }
+
+  for (const dlg of $$('dialog')) {
+    dlg.addEventListener('cancel', () => cleanUp(dlg)); // Escape
+    dlg.addEventListener('close', () => {
+      cleanUp(dlg);
+      restoreFocus(dlg);
+    });
+    for (const btn of $$('[data-close]', dlg)) {
+      btn.addEventListener('click', () => {
+        cleanUp(dlg);
+        dlg.close();
+      });
+    }
+  }
+
+  /** Runs a dialog's async action with its submit button disabled; errors stay in the dialog. */
+  async function runInDialog(dlg, action) {
+    const submit = $('button[type="submit"]', dlg);
+    if (submit) submit.disabled = true;
+    $$('.dialog-error', dlg).forEach((e) => { e.textContent = ''; });
+    try {
+      await action();
+    } catch (e) {
+      showError(e, dlg);
+    } finally {
+      if (submit) submit.disabled = false;
+    }
+  }
+
+  /** A confirmation naming what is about to happen; `action` runs on confirm. */
+  function confirmAction({ title, text, ok, action, opener }) {
+    const dlg = $('#dlg-confirm');
+    $('#dlg-confirm-title').textContent = title;
+    $('#confirm-text').textContent = text;
+    $('#confirm-ok').textContent = ok;
+    dlg.kl_action = action;
+    openDialog(dlg, opener);
+  }
+
+  $('#confirm-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const dlg = $('#dlg-confirm');
+    runInDialog(dlg, async () => {
+      await dlg.kl_action();
+      dlg.close();
+    });
+  });
+
+  /** Shows a secret once. Closing the dialog wipes it from the page. */
+  function showSecret({ title, subject, secret, opener, fallback }) {
+    const dlg = $('#dlg-secret');
+    $('#dlg-secret-title').textContent = title;
+    $('#secret-subject').textContent = subject;
+    const input = $('#secret-value');
+    input.value = secret;
+    $('#secret-copy-status').textContent = '';
+    openDialog(dlg, opener, fallback);
+    dlg.kl.onClose = () => {
+      input.value = '';
+      $('#secret-subject').textContent = '';
+      $('#secret-copy-status').textContent = '';
+    };
+    input.focus();
+    input.select();
+  }
+
+  $('#secret-copy').addEventListener('click', async () => {
+    const input = $('#secret-value');
+    const status = $('#secret-copy-status');
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(input.value);
+      copied = true;
+    } catch (_) {
+      input.focus();
+      input.select();
+      try { copied = document.execCommand('copy'); } catch (__) { copied = false; }
+    }
+    status.textContent = copied
+      ? 'Copied to the clipboard. Store it in your secret manager now.'
+      : 'Could not copy automatically: the secret is selected, press Ctrl+C (⌘C) to copy it.';
+  });
+
+  // ---------------------------------------------------------------- sign in / out
+
+  async function signIn(secret) {
+    state.secret = secret;
+    let me;
+    try {
+      me = await api('GET', '/v1/me');
+    } catch (e) {
+      state.secret = null;
+      sessionStorage.removeItem(STORAGE_KEY);
+      throw e;
+    }
+    sessionStorage.setItem(STORAGE_KEY, secret);
+    state.me = me;
+    state.role = me.principal.role;
+    applyIdentity();
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(STORAGE_KEY);
+    state.secret = null;
+    // A fresh page: nothing of the previous session stays in the DOM.
+    window.history.replaceState(null, '', window.location.pathname);
+    window.location.reload();
+  }
+
+  $('#sign-out').addEventListener('click', signOut);
+
+  $('#signin-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const input = $('#signin-secret');
+    const value = input.value.trim();
+    const button = $('#signin-submit');
+    button.disabled = true;
+    try {
+      await signIn(value);
+      input.value = '';
+    } catch (e) {
+      showError(e);
+      input.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  function showSignIn() {
+    $('#signin').hidden = false;
+    $('#signin-secret').focus();
+  }
+
+  function applyIdentity() {
+    const { principal, credential } = state.me;
+    const name = principal.kind === 'user' ? principal.email : principal.name;
+    state.names.set(principal.id, name);
+    $('#whoami-name').textContent = name;
+    $('#whoami-role').textContent = principal.role;
+    $('#whoami-role').className = `badge badge-role-${principal.role}`;
+    const via = credential.kind === 'api_key' ? 'API key' : 'token';
+    $('#whoami-cred').textContent = `via ${via} ${credential.display || ''}`;
+    $('#whoami').hidden = false;
+    $('#signin').hidden = true;
+    say(pageError, '');
+
+    if (state.role === 'admin') {
+      $('#tabs').hidden = false;
+      const wanted = (window.location.hash || '').slice(1);
+      showTab(['keys', 'users', 'audit'].includes(wanted) ? wanted : 'keys');
+      // Names for "created by" and actors.
+      loadUsers().catch(() => {});
+    } else if (state.role === 'auditor') {
+      // An auditor gets no admin control at all: remove them from the page.
+      for (const sel of ['#view-keys', '#view-users', '#tab-keys', '#tab-users',
+        '#dlg-create', '#dlg-rename', '#dlg-type', '#dlg-regenerate', '#dlg-user-role']) {
+        const el = $(sel);
+        if (el) el.remove();
+      }
+      $('#tabs').hidden = false;
+      showTab('audit');
+    } else {
+      $('#no-access').hidden = false;
+      $('#no-access-text').textContent = `This credential has the role “${principal.role}”. `
+        + 'Only admin and auditor credentials can use this page. Sign out and use another credential.';
+    }
+    announce(`Signed in as ${name} (${principal.role}).`);
+  }
+
+  // ---------------------------------------------------------------- tabs
+
+  function showTab(name, { focus = false } = {}) {
+    if (!$(`#view-${name}`)) return;
+    state.tab = name;
+    for (const view of $$('.view')) view.hidden = view.id !== `view-${name}`;
+    for (const tab of $$('.tab')) {
+      if (tab.dataset.tab === name) tab.setAttribute('aria-current', 'page');
+      else tab.removeAttribute('aria-current');
+    }
+    window.history.replaceState(null, '', `#${name}`);
+    if (focus) $(`#view-${name} h1`).focus();
+    const load = { keys: loadKeys, users: loadUsers, audit: loadAudit }[name];
+    load().catch(showError);
+  }
+
+  for (const tab of $$('.tab')) {
+    tab.addEventListener('click', () => showTab(tab.dataset.tab, { focus: true }));
+  }
+
+  // ---------------------------------------------------------------- API keys
+
+  function rememberKeyNames(keys) {
+    for (const k of keys) state.names.set(k.id, k.name);
+  }
+
+  async function loadKeys() {
+    const r = await api('GET', '/v1/admin/api-keys');
+    state.keys = r.api_keys;
+    rememberKeyNames(state.keys);
+    renderKeys();
+  }
+
+  function keyById(id) {
+    return state.keys.find((k) => k.id === id);
+  }
+
+  function actionButton(label, action, item, name, extraClass) {
+    return h('button', {
+      type: 'button',
+      class: `btn btn-sm ${extraClass || 'btn-secondary'}`,
+      'data-action': action,
+      'data-id': item.id,
+      'aria-label': `${label} ${name}`,
+    }, label);
+  }
+
+  function cell(label, ...children) {
+    return h('td', { 'data-label': label }, ...children);
+  }
+
+  function renderKeys() {
+    const body = $('#keys-body');
+    clear(body);
+    const showDeleted = $('#keys-show-deleted').checked;
+    const keys = state.keys.filter((k) => showDeleted || k.status !== 'deleted');
+    for (const k of keys) {
+      const actions = h('div', { class: 'row-actions' });
+      if (k.status !== 'deleted') {
+        actions.append(
+          actionButton('Rename', 'rename', k, k.name),
+          actionButton('Change type', 'type', k, `of ${k.name}`),
+          actionButton('Regenerate', 'regenerate', k, k.name),
+          k.status === 'disabled'
+            ? actionButton('Enable', 'enable', k, k.name)
+            : actionButton('Disable', 'disable', k, k.name),
+          actionButton('Delete', 'delete', k, k.name, 'btn-danger-outline'),
+        );
+      }
+      actions.append(actionButton('History', 'history', k, `of ${k.name}`));
+      body.append(h('tr', { 'data-key-id': k.id, 'data-key-name': k.name },
+        h('th', { scope: 'row', 'data-label': 'Name', class: 'name-cell' }, k.name),
+        cell('Type', badge(k.role, `role-${k.role}`)),
+        cell('Key', h('span', { class: 'mono' }, k.display)),
+        cell('Status', statusBadge(k.status)),
+        cell('Created', timeEl(k.created_at)),
+        cell('Created by', h('span', { title: k.created_by }, principalName(k.created_by))),
+        cell('Last used', timeEl(k.last_used_at, 'Never')),
+        cell('Expires', timeEl(k.expires_at, 'Never')),
+        cell('Actions', actions),
+      ));
+    }
+    $('#keys-empty').hidden = keys.length > 0;
+  }
+
+  $('#keys-show-deleted').addEventListener('change', renderKeys);
+  $('#keys-refresh').addEventListener('click', () => loadKeys().then(() => announce('API keys refreshed.'), showError));
+
+  $('#keys-body').addEventListener('click', (ev) => {
+    const btn = ev.target.closest('button[data-action]');
+    if (!btn) return;
+    const key = keyById(btn.dataset.id);
+    if (!key) return;
+    const handler = {
+      rename: openRename, type: openType, regenerate: openRegenerate,
+      disable: (k) => setEnabled(k, false), enable: (k) => setEnabled(k, true),
+      delete: openDelete, history: openHistory,
+    }[btn.dataset.action];
+    if (handler) handler(key, btn);
+  });
+
+  // Create
+  $('#open-create-key').addEventListener('click', (ev) => {
+    const form = $('#create-form');
+    form.reset();
+    openDialog($('#dlg-create'), ev.currentTarget);
+    $('#create-name').focus();
+  });
+
+  $('#create-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const dlg = $('#dlg-create');
+    const form = ev.currentTarget;
+    runInDialog(dlg, async () => {
+      const body = {
+        name: form.elements.name.value,
+        role: form.elements.role.value,
+      };
+      const expires = localToRfc3339(form.elements.expires.value);
+      if (expires) body.expires_at = expires;
+      const r = await api('POST', '/v1/admin/api-keys', { body });
+      const opener = dlg.kl.opener;
+      dlg.close();
+      form.reset();
+      showSecret({
+        title: 'Your new API key',
+        subject: `“${r.api_key.name}” (${r.api_key.role}) was created. Its secret:`,
+        secret: r.secret,
+        opener,
+      });
+      announce(`API key “${r.api_key.name}” created.`);
+      await loadKeys();
+    });
+  });
+
+  // Rename
+  function openRename(key, opener) {
+    const dlg = $('#dlg-rename');
+    dlg.kl_key = key;
+    $('#dlg-rename-title').textContent = `Rename “${key.name}”`;
+    $('#rename-name').value = key.name;
+    openDialog(dlg, opener);
+    $('#rename-name').select();
+  }
+
+  $('#rename-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const dlg = $('#dlg-rename');
+    const key = dlg.kl_key;
+    runInDialog(dlg, async () => {
+      const name = $('#rename-name').value;
+      const r = await api('PATCH', `/v1/admin/api-keys/${key.id}`, { body: { name }, ifMatch: key.version });
+      await loadKeys();
+      dlg.close();
+      announce(`API key “${key.name}” renamed to “${r.api_key.name}”.`);
+    });
+  });
+
+  // Change type
+  function openType(key, opener) {
+    const dlg = $('#dlg-type');
+    dlg.kl_key = key;
+    $('#dlg-type-title').textContent = `Change the type of “${key.name}”`;
+    for (const r of $$('input[name="role"]', dlg)) r.checked = r.value === key.role;
+    openDialog(dlg, opener);
+    const checked = $('input[name="role"]:checked', dlg);
+    if (checked) checked.focus();
+  }
+
+  $('#type-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const dlg = $('#dlg-type');
+    const key = dlg.kl_key;
+    const role = ev.currentTarget.elements.role.value;
+    runInDialog(dlg, async () => {
+      if (role === key.role) {
+        dlg.close();
+        return;
+      }
+      await api('PATCH', `/v1/admin/api-keys/${key.id}`, { body: { role }, ifMatch: key.version });
+      await loadKeys();
+      dlg.close();
+      announce(`API key “${key.name}” is now of type ${role}.`);
+    });
+  });
+
+  // Regenerate
+  function openRegenerate(key, opener) {
+    const dlg = $('#dlg-regenerate');
+    dlg.kl_key = key;
+    $('#dlg-regenerate-title').textContent = `Regenerate “${key.name}”`;
+    $('#regenerate-text').textContent = `A new secret replaces ${key.display}. Programs using the old `
+      + `secret stop working when the grace period ends.${selfWarning(key)}`;
+    $('#regenerate-form').reset();
+    openDialog(dlg, opener);
+    $('#regenerate-grace').focus();
+  }
+
+  $('#regenerate-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const dlg = $('#dlg-regenerate');
+    const key = dlg.kl_key;
+    const form = ev.currentTarget;
+    runInDialog(dlg, async () => {
+      const amount = Number(form.elements.grace.value || '0');
+      if (!Number.isFinite(amount) || amount < 0 || !Number.isInteger(amount)) {
+        throw new Error('The grace period must be a whole number, 0 or more.');
+      }
+      const grace = amount * Number(form.elements.unit.value);
+      const r = await api('POST', `/v1/admin/api-keys/${key.id}/regenerate`, {
+        body: { grace_seconds: grace }, ifMatch: key.version,
+      });
+      const opener = dlg.kl.opener;
+      dlg.close();
+      const old = grace > 0
+        ? `The old secret keeps working until ${fmtDate(new Date(Date.now() + grace * 1000).toISOString(), true)}.`
+        : 'The old secret no longer works.';
+      showSecret({
+        title: 'New secret',
+        subject: `“${r.api_key.name}” has a new secret. ${old}`,
+        secret: r.secret,
+        opener,
+      });
+      announce(`API key “${key.name}” regenerated.`);
+      await loadKeys();
+    });
+  });
+
+  // Disable / enable
+  async function setEnabled(key, enable) {
+    try {
+      await api('POST', `/v1/admin/api-keys/${key.id}/${enable ? 'enable' : 'disable'}`, { ifMatch: key.version });
+      await loadKeys();
+      announce(`API key “${key.name}” ${enable ? 'enabled' : 'disabled'}.`);
+      const again = $(`[data-action="${enable ? 'disable' : 'enable'}"][data-id="${key.id}"]`);
+      if (again) again.focus();
+    } catch (e) {
+      showError(e);
+    }
+  }
+
+  /** A warning when an action would cut off the credential this page is signed in with. */
+  function selfWarning(key) {
+    return state.me && state.me.credential.id === key.id
+      ? ' You are signed in with this key: this page will lose access too.'
+      : '';
+  }
+
+  // Delete
+  function openDelete(key, opener) {
+    confirmAction({
+      title: `Delete “${key.name}”?`,
+      text: `Delete the API key “${key.name}” (${key.display})? Programs using it are refused at once. `
+        + `This cannot be undone; its history stays in the audit log.${selfWarning(key)}`,
+      ok: 'Delete key',
+      opener,
+      action: async () => {
+        await api('DELETE', `/v1/admin/api-keys/${key.id}`, { ifMatch: key.version });
+        await loadKeys();
+        announce(`API key “${key.name}” deleted.`);
+      },
+    });
+  }
+
+  function openHistory(key) {
+    state.historyKeyId = key.id;
+    showTab('audit');
+    $('#history-title').focus();
+  }
+
+  // ---------------------------------------------------------------- users and tokens
+
+  async function loadUsers() {
+    const r = await api('GET', '/v1/admin/users');
+    state.users = r.users;
+    for (const u of state.users) state.names.set(u.id, u.email);
+    renderUsers();
+  }
+
+  function userById(id) {
+    return state.users.find((u) => u.id === id);
+  }
+
+  function renderUsers() {
+    const body = $('#users-body');
+    if (!body) return;
+    clear(body);
+    const showDeactivated = $('#users-show-deactivated').checked;
+    const users = state.users.filter((u) => showDeactivated || u.status !== 'deactivated' || u.id === state.selectedUserId);
+    for (const u of users) {
+      const actions = h('div', { class: 'row-actions' });
+      actions.append(actionButton('Tokens', 'tokens', u, `of ${u.email}`));
+      if (u.status === 'active') {
+        actions.append(
+          actionButton('Change role', 'role', u, `of ${u.email}`),
+          actionButton('Deactivate', 'deactivate', u, u.email, 'btn-danger-outline'),
+        );
+      }
+      body.append(h('tr', { 'data-user-id': u.id, 'data-user-email': u.email, class: u.id === state.selectedUserId ? 'selected' : null },
+        h('th', { scope: 'row', 'data-label': 'Email', class: 'name-cell' }, u.email),
+        cell('Role', badge(u.role, `role-${u.role}`)),
+        cell('Status', statusBadge(u.status)),
+        cell('Created', timeEl(u.created_at)),
+        cell('Created by', h('span', { title: u.created_by }, principalName(u.created_by))),
+        cell('Last used', timeEl(u.last_used_at, 'Never')),
+        cell('Actions', actions),
+      ));
+    }
+    $('#users-empty').hidden = users.length > 0;
+  }
+
+  $('#users-show-deactivated').addEventListener('change', renderUsers);
+  $('#users-refresh').addEventListener('click', () => loadUsers().then(() => announce('Users refreshed.'), showError));
+
+  $('#register-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const submit = $('button[type="submit"]', form);
+    submit.disabled = true;
+    try {
+      const r = await api('POST', '/v1/admin/users', {
+        body: { email: form.elements.email.value, role: form.elements.role.value },
+      });
+      form.reset();
+      await loadUsers();
+      announce(`User ${r.user.email} registered as ${r.user.role}.`);
+      const tokens = $(`[data-action="tokens"][data-id="${r.user.id}"]`);
+      if (tokens) tokens.focus();
+    } catch (e) {
+      showError(e);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  $('#users-body').addEventListener('click', (ev) => {
+    const btn = ev.target.closest('button[data-action]');
+    if (!btn) return;
+    const user = userById(btn.dataset.id);
+    if (!user) return;
+    if (btn.dataset.action === 'tokens') selectUser(user);
+    if (btn.dataset.action === 'role') openUserRole(user, btn);
+    if (btn.dataset.action === 'deactivate') openDeactivate(user, btn);
+  });
+
+  function openUserRole(user, opener) {
+    const dlg = $('#dlg-user-role');
+    dlg.kl_user = user;
+    $('#dlg-user-role-title').textContent = `Change the role of ${user.email}`;
+    $('#user-role-select').value = user.role;
+    openDialog(dlg, opener);
+    $('#user-role-select').focus();
+  }
+
+  $('#user-role-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const dlg = $('#dlg-user-role');
+    const user = dlg.kl_user;
+    const role = $('#user-role-select').value;
+    runInDialog(dlg, async () => {
+      if (role !== user.role) {
+        await api('PATCH', `/v1/admin/users/${user.id}`, { body: { role }, ifMatch: user.version });
+        await loadUsers();
+        announce(`${user.email} is now ${role}.`);
+      }
+      dlg.close();
+    });
+  });
+
+  function openDeactivate(user, opener) {
+    confirmAction({
+      title: `Deactivate ${user.email}?`,
+      text: `Deactivate the user ${user.email}? Their personal access tokens are revoked at once. This cannot be undone.`,
+      ok: 'Deactivate user',
+      opener,
+      action: async () => {
+        await api('DELETE', `/v1/admin/users/${user.id}`, { ifMatch: user.version });
+        await loadUsers();
+        if (state.selectedUserId === user.id) await loadTokens();
+        announce(`User ${user.email} deactivated.`);
+      },
+    });
+  }
+
+  async function selectUser(user) {
+    state.selectedUserId = user.id;
+    renderUsers();
+    const panel = $('#tokens-panel');
+    panel.hidden = false;
+    $('#tokens-title').textContent = `Tokens of ${user.email}`;
+    $('#token-form').hidden = user.status !== 'active';
+    try {
+      await loadTokens();
+    } catch (e) {
+      showError(e);
+    }
+    $('#tokens-title').focus();
+  }
+
+  async function loadTokens() {
+    const id = state.selectedUserId;
+    if (!id) return;
+    const r = await api('GET', `/v1/admin/users/${id}/tokens`);
+    state.tokens = r.tokens;
+    renderTokens();
+  }
+
+  function renderTokens() {
+    const body = $('#tokens-body');
+    clear(body);
+    for (const t of state.tokens) {
+      const actions = h('div', { class: 'row-actions' });
+      if (t.status !== 'revoked') actions.append(actionButton('Revoke', 'revoke', t, t.name, 'btn-danger-outline'));
+      body.append(h('tr', { 'data-token-id': t.id, 'data-token-name': t.name },
+        h('th', { scope: 'row', 'data-label': 'Name', class: 'name-cell' }, t.name),
+        cell('Token', h('span', { class: 'mono' }, t.display)),
+        cell('Status', statusBadge(t.status)),
+        cell('Created', timeEl(t.created_at)),
+        cell('Expires', timeEl(t.expires_at, 'Never')),
+        cell('Last used', timeEl(t.last_used_at, 'Never')),
+        cell('Actions', actions),
+      ));
+    }
+    $('#tokens-empty').hidden = state.tokens.length > 0;
+  }
+
+  $('#token-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const user = userById(state.selectedUserId);
+    if (!user) return;
+    const submit = $('button[type="submit"]', form);
+    submit.disabled = true;
+    try {
+      const days = Number(form.elements.days.value);
+      const r = await api('POST', `/v1/admin/users/${user.id}/tokens`, {
+        body: { name: form.elements.name.value, expires_in_days: days },
+      });
+      form.elements.name.value = '';
+      showSecret({
+        title: 'New personal access token',
+        subject: `Token “${r.token.name}” for ${user.email}, valid until ${fmtDate(r.token.expires_at)}. Its secret:`,
+        secret: r.secret,
+        opener: submit,
+      });
+      announce(`Token “${r.token.name}” issued to ${user.email}.`);
+      await loadTokens();
+    } catch (e) {
+      showError(e);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  $('#tokens-body').addEventListener('click', (ev) => {
+    const btn = ev.target.closest('button[data-action="revoke"]');
+    if (!btn) return;
+    const token = state.tokens.find((t) => t.id === btn.dataset.id);
+    const user = userById(state.selectedUserId);
+    if (!token || !user) return;
+    confirmAction({
+      title: `Revoke “${token.name}”?`,
+      text: `Revoke the token “${token.name}” (${token.display}) of ${user.email}? It is refused at once. This cannot be undone.`,
+      ok: 'Revoke token',
+      opener: btn,
+      action: async () => {
+        await api('DELETE', `/v1/admin/tokens/${token.id}`);
+        await loadTokens();
+        announce(`Token “${token.name}” revoked.`);
+      },
+    });
+  });
+
+  // ---------------------------------------------------------------- audit
+
+  async function loadAudit() {
+    const jobs = [loadCheckpoint(), loadKeyChoices()];
+    if (!state.log.params) jobs.push(searchLog());
+    const results = await Promise.allSettled(jobs);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (state.historyKeyId) {
+      $('#history-key').value = state.historyKeyId;
+      await showHistory(state.historyKeyId);
+    }
+    if (failed) throw failed.reason;
+  }
+
+  // Checkpoint and export
+  async function loadCheckpoint() {
+    const note = await api('GET', '/v1/audit/checkpoint');
+    const lines = String(note).split('\n');
+    $('#cp-origin').textContent = lines[0] || '';
+    $('#cp-size').textContent = lines[1] || '';
+    $('#cp-root').textContent = lines[2] || '';
+    const sigs = lines.slice(3).filter((l) => l.startsWith('—') || l.startsWith('-'));
+    $('#cp-signer').textContent = sigs.join('\n') || '(unsigned)';
+  }
+
+  $('#checkpoint-refresh').addEventListener('click', () => loadCheckpoint().then(() => announce('Checkpoint refreshed.'), showError));
+
+  $('#export-download').addEventListener('click', async (ev) => {
+    const btn = ev.currentTarget;
+    btn.disabled = true;
+    try {
+      const res = await api('GET', '/v1/audit/export', { raw: true });
+      const blob = await res.blob();
+      const url = URL.createObjectURL(new Blob([blob], { type: 'application/x-ndjson' }));
+      const a = h('a', { href: url, download: 'keyledger-export.ndjson', class: 'visually-hidden' }, 'download');
+      document.body.append(a);
+      a.click();
+      a.remove();
+      window.setTimeout(() => URL.revokeObjectURL(url), 30000);
+      announce(`Export downloaded as keyledger-export.ndjson (${blob.size.toLocaleString()} bytes).`);
+    } catch (e) {
+      showError(e);
+    } finally {
+      btn.disabled = false;
+      btn.focus();
+    }
+  });
+
+  // Names of keys and users as the log knows them (all an auditor can see).
+  async function namesFromLog() {
+    const [created, renamed, deleted, users] = await Promise.all([
+      allEvents({ type: 'api_key.created' }),
+      allEvents({ type: 'api_key.renamed' }),
+      allEvents({ type: 'api_key.deleted' }),
+      allEvents({ type: 'user.registered' }),
+    ]);
+    const keys = new Map();
+    for (const e of created) keys.set(e.data.key_id, { id: e.data.key_id, name: e.data.name, deleted: false });
+    for (const e of renamed) { const k = keys.get(e.data.key_id); if (k) k.name = e.data.to; }
+    for (const e of deleted) { const k = keys.get(e.data.key_id); if (k) k.deleted = true; }
+    for (const k of keys.values()) if (!state.names.has(k.id) || state.role !== 'admin') state.names.set(k.id, k.name);
+    for (const e of users) if (!state.names.has(e.data.user_id)) state.names.set(e.data.user_id, e.data.email);
+    return Array.from(keys.values());
+  }
+
+  async function loadKeyChoices() {
+    let choices;
+    if (state.role === 'admin') {
+      await loadKeys();
+      await namesFromLog();
+      choices = state.keys.map((k) => ({ id: k.id, label: `${k.name} — ${k.role}, ${k.status} (${k.display})` }));
+    } else {
+      const keys = await namesFromLog();
+      choices = keys.map((k) => ({ id: k.id, label: `${k.name}${k.deleted ? ' (deleted)' : ''} — ${shortId(k.id)}` }));
+    }
+    state.keyChoices = choices;
+    const select = $('#history-key');
+    const current = state.historyKeyId || select.value;
+    clear(select);
+    select.append(h('option', { value: '' }, choices.length ? 'Choose a key…' : 'No keys'));
+    for (const c of choices) select.append(h('option', { value: c.id }, c.label));
+    if (current && choices.some((c) => c.id === current)) select.value = current;
+  }
+
+  $('#history-reload-keys').addEventListener('click', () => loadKeyChoices().then(() => announce('Key list reloaded.'), showError));
+
+  $('#history-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const id = $('#history-key').value;
+    if (!id) {
+      showError(new Error('Choose a key first.'));
+      return;
+    }
+    state.historyKeyId = id;
+    showHistory(id).catch(showError);
+  });
+
+  $('#activity-refresh').addEventListener('click', () => {
+    if (state.historyKeyId) loadActivity(state.historyKeyId).then(() => announce('Activity refreshed.'), showError);
+  });
+
+  async function showHistory(id) {
+    const r = await api('GET', `/v1/audit/api-keys/${id}/history`);
+    $('#history-result').hidden = false;
+    $('#history-key-title').textContent = `${principalName(id)} (${id})`;
+    renderTimeline(r.events);
+    await loadActivity(id);
+  }
+
+  /** What an event changed, as [field, before, after] or [field, value]. */
+  function changesOf(ev) {
+    const d = ev.data || {};
+    const never = (t) => (t ? fmtDate(t, true) : 'never');
+    switch (ev.type) {
+      case 'api_key.created':
+        return [['name', d.name], ['type', d.role], ['key', d.display], ['expires', never(d.expires_at)]];
+      case 'api_key.renamed':
+        return [['name', d.from, d.to]];
+      case 'api_key.role_changed':
+      case 'user.role_changed':
+        return [[ev.type.startsWith('user') ? 'role' : 'type', d.from, d.to]];
+      case 'api_key.expiry_changed':
+        return [['expires', never(d.from), never(d.to)]];
+      case 'api_key.regenerated':
+        return [['key', d.previous_display, d.display], ['old secret valid until', fmtDate(d.previous_valid_until, true)]];
+      case 'api_key.disabled':
+      case 'api_key.enabled':
+      case 'api_key.deleted':
+      case 'user.deactivated':
+        return [['status', d.from, d.to]];
+      case 'user.registered':
+        return [['email', d.email], ['role', d.role]];
+      case 'pat.created':
+        return [['name', d.name], ['token', d.display], ['user', principalName(d.user_id)], ['expires', never(d.expires_at)]];
+      case 'pat.revoked':
+        return [['status', d.from, d.to], ['reason', d.reason], ['user', principalName(d.user_id)]];
+      case 'credential.activity': {
+        const byOutcome = new Map();
+        for (const c of d.counts || []) byOutcome.set(c.outcome, (byOutcome.get(c.outcome) || 0) + c.count);
+        return [['credential', principalName(d.credential_id)],
+          ['requests', Array.from(byOutcome, ([o, n]) => `${o} ×${n}`).join(', ')]];
+      }
+      case 'ledger.initialized':
+        return [['origin', d.origin]];
+      case 'ledger.signer_rotated':
+        return [['signing key', d.from, d.to]];
+      default:
+        return Object.entries(d)
+          .filter(([k]) => !k.includes('sha256'))
+          .map(([k, v]) => [k, typeof v === 'object' ? JSON.stringify(v) : String(v)]);
+    }
+  }
+
+  function changesList(ev) {
+    return h('ul', { class: 'changes' }, changesOf(ev).map((c) => (c.length === 3
+      ? h('li', null, h('span', { class: 'chg-field' }, `${c[0]}: `), h('span', { class: 'from' }, String(c[1] ?? '—')),
+        h('span', { class: 'arrow', 'aria-label': 'changed to' }, ' → '), h('span', { class: 'to' }, String(c[2] ?? '—')))
+      : h('li', null, h('span', { class: 'chg-field' }, `${c[0]}: `), String(c[1] ?? '—')))));
+  }
+
+  function changesText(ev) {
+    return changesOf(ev).map((c) => (c.length === 3 ? `${c[0]}: ${c[1]} → ${c[2]}` : `${c[0]}: ${c[1]}`)).join('; ');
+  }
+
+  function renderTimeline(events) {
+    const list = $('#timeline');
+    clear(list);
+    if (!events.length) {
+      list.append(h('li', { class: 'muted' }, 'No events yet.'));
+      return;
+    }
+    for (const ev of events) {
+      const kind = ev.type.split('.').pop();
+      list.append(h('li', { class: `tl-item tl-${kind}`, 'data-type': ev.type, 'data-seq': ev.seq },
+        h('div', { class: 'tl-head' },
+          h('strong', { class: 'tl-label' }, EVENT_LABELS[ev.type] || ev.type),
+          ' ', h('code', { class: 'tl-type' }, ev.type)),
+        h('div', { class: 'tl-meta' }, timeEl(ev.at, '', true), ' · by ', actorEl(ev.actor),
+          h('span', { class: 'muted' }, ` · seq ${ev.seq}, version ${ev.version}`)),
+        changesList(ev)));
+    }
+  }
+
+  async function loadActivity(id) {
+    const r = await api('GET', `/v1/audit/principals/${id}/activity`);
+    renderChart(r, principalName(id));
+  }
+
+  function dayRange(first, last) {
+    const out = [];
+    const d = new Date(`${first}T00:00:00Z`);
+    const end = new Date(`${last}T00:00:00Z`);
+    while (d <= end && out.length < 400) {
+      out.push(d.toISOString().slice(0, 10));
+      d.setUTCDate(d.getUTCDate() + 1);
+    }
+    return out;
+  }
+
+  /** An integer tick step (1, 2, 5, 10, 20, 50…) giving about four ticks up to `n`. */
+  function tickStep(n) {
+    const raw = Math.max(1, n / 4);
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    for (const m of [1, 2, 5, 10]) if (m * mag >= raw) return m * mag;
+    return 10 * mag;
+  }
+
+  /** An inline SVG stacked bar chart: one bar per UTC day, one segment per outcome. */
+  function renderChart(activity, name) {
+    const box = $('#activity-chart');
+    clear(box);
+    const byDay = new Map();
+    const outcomes = new Set();
+    for (const c of activity.counts || []) {
+      if (!byDay.has(c.day)) byDay.set(c.day, new Map());
+      const m = byDay.get(c.day);
+      m.set(c.outcome, (m.get(c.outcome) || 0) + c.count);
+      outcomes.add(c.outcome);
+    }
+    if (!byDay.size) {
+      box.append(h('p', { class: 'muted' }, 'No recorded activity yet. Use is counted in memory and written to the log '
+        + 'when each activity window closes.'));
+      return;
+    }
+    const sorted = Array.from(byDay.keys()).sort();
+    let days = dayRange(sorted[0], sorted[sorted.length - 1]);
+    if (days.length > 62) days = sorted; // a long, sparse range: only the days with data
+    const order = OUTCOMES.filter((o) => outcomes.has(o)).concat(Array.from(outcomes).filter((o) => !OUTCOMES.includes(o)).sort());
+    const totals = days.map((d) => Array.from((byDay.get(d) || new Map()).values()).reduce((a, b) => a + b, 0));
+    const step = tickStep(Math.max(...totals));
+    const ticks = Math.max(1, Math.ceil(Math.max(...totals) / step));
+    const max = step * ticks;
+    const grand = totals.reduce((a, b) => a + b, 0);
+
+    const left = 44; const right = 12; const top = 12; const bottom = 40;
+    const slot = 44;
+    const width = Math.max(360, left + right + days.length * slot);
+    const height = 230;
+    const plotH = height - top - bottom;
+    const plotW = width - left - right;
+    const slotW = plotW / days.length;
+    const barW = Math.min(32, slotW * 0.7);
+    const y = (v) => top + plotH - (v / max) * plotH;
+
+    const titleId = 'activity-svg-title';
+    const descId = 'activity-svg-desc';
+    const perOutcome = order.map((o) => `${o} ${days.reduce((a, d) => a + ((byDay.get(d) || new Map()).get(o) || 0), 0)}`);
+    const svg = s('svg', {
+      viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-labelledby': `${titleId} ${descId}`,
+      class: 'bars', preserveAspectRatio: 'xMinYMin meet',
+    },
+    s('title', { id: titleId }, `Activity of ${name} per day by outcome`),
+    s('desc', { id: descId }, `${grand} requests over ${days.length} day(s): ${perOutcome.join(', ')}.`));
+
+    // Grid and y axis labels.
+    for (let i = 0; i <= ticks; i += 1) {
+      const v = step * i;
+      const yy = y(v);
+      svg.append(s('line', { x1: left, x2: width - right, y1: yy, y2: yy, class: i === 0 ? 'axis' : 'grid' }));
+      svg.append(s('text', { x: left - 6, y: yy + 4, class: 'tick', 'text-anchor': 'end' }, String(v)));
+    }
+    const labelEvery = Math.ceil(days.length / Math.max(1, Math.floor(plotW / 48)));
+    days.forEach((day, i) => {
+      const x = left + i * slotW + (slotW - barW) / 2;
+      let acc = 0;
+      const m = byDay.get(day) || new Map();
+      for (const o of order) {
+        const n = m.get(o) || 0;
+        if (!n) continue;
+        const y0 = y(acc + n);
+        const hgt = y(acc) - y0;
+        svg.append(s('rect', {
+          x: x.toFixed(1), y: y0.toFixed(1), width: barW.toFixed(1), height: Math.max(hgt, 0.5).toFixed(1),
+          class: `o-${o.toLowerCase()}`, 'data-day': day, 'data-outcome': o, 'data-count': n,
+        }, s('title', null, `${day}: ${o} ${n}`)));
+        acc += n;
+      }
+      if (i % labelEvery === 0) {
+        svg.append(s('text', { x: (x + barW / 2).toFixed(1), y: height - bottom + 16, class: 'tick', 'text-anchor': 'middle' }, day.slice(5)));
+      }
+    });
+    svg.append(s('text', { x: left, y: height - 6, class: 'tick' }, 'UTC day (MM-DD)'));
+
+    const legend = h('ul', { class: 'legend', 'aria-label': 'Outcomes' },
+      order.map((o) => h('li', null, h('span', { class: `swatch o-${o.toLowerCase()}`, 'aria-hidden': 'true' }), o)));
+
+    const table = h('table', { class: 'data compact' },
+      h('caption', null, `Requests per day and outcome for ${name}`),
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Day'), order.map((o) => h('th', { scope: 'col' }, o)), h('th', { scope: 'col' }, 'Total'))),
+      h('tbody', null, days.filter((d) => byDay.has(d)).map((d) => h('tr', null,
+        h('th', { scope: 'row' }, d),
+        order.map((o) => h('td', null, String((byDay.get(d).get(o)) || 0))),
+        h('td', null, String(Array.from(byDay.get(d).values()).reduce((a, b) => a + b, 0)))))));
+
+    box.append(h('div', { class: 'chart-scroll' }, svg), legend,
+      h('details', null, h('summary', null, 'Show the numbers as a table'), h('div', { class: 'table-wrap' }, table)));
+  }
+
+  // Log browser
+  function logParamsFromForm() {
+    const f = $('#log-form').elements;
+    const p = {};
+    for (const k of ['type', 'stream', 'actor']) {
+      const v = f[k].value.trim();
+      if (v) p[k] = v;
+    }
+    const since = localToRfc3339(f.since.value);
+    const until = localToRfc3339(f.until.value);
+    if (since) p.since = since;
+    if (until) p.until = until;
+    p.limit = String(f.limit.value || '50');
+    return p;
+  }
+
+  async function searchLog() {
+    state.log.params = logParamsFromForm();
+    state.log.after = null;
+    state.log.back = [];
+    await fetchLogPage();
+  }
+
+  async function fetchLogPage() {
+    const q = new URLSearchParams(state.log.params);
+    if (state.log.after !== null) q.set('after', String(state.log.after));
+    const page = await api('GET', `/v1/audit/events?${q}`);
+    state.log.next = page.next_after;
+    renderLog(page.events);
+  }
+
+  function streamEl(stream) {
+    const [kind, id] = stream.split('/');
+    if (!id) return h('code', null, stream);
+    return h('span', { title: stream }, h('code', null, `${kind}/${shortId(id)}`),
+      state.names.has(id) ? h('span', { class: 'muted' }, ` ${state.names.get(id)}`) : null);
+  }
+
+  function renderLog(events) {
+    const body = $('#log-body');
+    clear(body);
+    for (const ev of events) {
+      body.append(h('tr', { 'data-seq': ev.seq, 'data-type': ev.type },
+        cell('Seq', String(ev.seq)),
+        cell('At', timeEl(ev.at, '', true)),
+        cell('Type', h('code', null, ev.type)),
+        cell('Stream', streamEl(ev.stream)),
+        cell('Actor', actorEl(ev.actor)),
+        cell('Details', h('span', { class: 'details' }, changesText(ev))),
+      ));
+    }
+    const pageNo = state.log.back.length + 1;
+    $('#log-summary').textContent = events.length
+      ? `Page ${pageNo}: ${events.length} entries, seq ${events[0].seq}–${events[events.length - 1].seq}.`
+        + (state.log.next !== null && state.log.next !== undefined ? ' More entries match.' : ' No more entries match.')
+      : 'No entries match these filters.';
+    $('#log-next').disabled = state.log.next === null || state.log.next === undefined;
+    $('#log-prev').disabled = state.log.back.length === 0;
+    $('#log-first').disabled = state.log.back.length === 0;
+  }
+
+  $('#log-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    searchLog().catch(showError);
+  });
+  $('#log-form').addEventListener('reset', () => {
+    window.setTimeout(() => searchLog().catch(showError), 0);
+  });
+  $('#log-next').addEventListener('click', () => {
+    if (state.log.next === null || state.log.next === undefined) return;
+    state.log.back.push(state.log.after);
+    state.log.after = state.log.next;
+    fetchLogPage().then(() => {
+      if ($('#log-next').disabled) $('#log-prev').focus();
+    }, showError);
+  });
+  $('#log-prev').addEventListener('click', () => {
+    if (!state.log.back.length) return;
+    state.log.after = state.log.back.pop();
+    fetchLogPage().then(() => {
+      if ($('#log-prev').disabled) $('#log-next').focus();
+    }, showError);
+  });
+  $('#log-first').addEventListener('click', () => {
+    state.log.after = null;
+    state.log.back = [];
+    fetchLogPage().then(() => $('#log-next').focus(), showError);
+  });
+
+  // ---------------------------------------------------------------- start
+
+  async function start() {
+    const saved = sessionStorage.getItem(STORAGE_KEY);
+    if (!saved) {
+      showSignIn();
+      return;
+    }
+    try {
+      await signIn(saved);
+    } catch (e) {
+      showSignIn();
+      showError(new Error(`Your saved session was refused: ${messageOf(e)}`));
+    }
+  }
+
+  start();
+})();
