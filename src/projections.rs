@@ -11,13 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::events::EVENT_TYPES;
 use crate::domain::{Entry, EventData, Stream, Timestamp};
 
 /// Everything the audit API reads besides the entries themselves.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Projections {
     pub audit: AuditIndex,
     pub activity: DailyActivity,
@@ -35,7 +36,7 @@ impl Projections {
 }
 
 /// Metadata of every entry, indexed by seq.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AuditIndex {
     at: Vec<i64>,
     kind: Vec<u8>,
@@ -47,7 +48,11 @@ pub struct AuditIndex {
     by_actor: Vec<Vec<u64>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "T: Serialize + std::hash::Hash + Eq",
+    deserialize = "T: Deserialize<'de> + std::hash::Hash + Eq"
+))]
 struct Interner<T> {
     ids: HashMap<T, u32>,
 }
@@ -202,7 +207,7 @@ fn seqs_from(list: &[u64], start: u64) -> impl Iterator<Item = u64> + '_ {
 }
 
 /// One principal's activity counters.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PrincipalActivity {
     pub last_used_at: Option<Timestamp>,
     /// (day, method, route, outcome) → count.
@@ -210,7 +215,7 @@ pub struct PrincipalActivity {
 }
 
 /// Activity per principal per day, from `credential.activity` events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DailyActivity {
     principals: HashMap<Uuid, PrincipalActivity>,
 }

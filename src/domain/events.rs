@@ -17,7 +17,7 @@ use crate::crypto::secret::SecretSha256;
 pub const ENTRY_FORMAT_VERSION: u64 = 1;
 
 /// A stream: the unit of per-stream versioning and optimistic concurrency.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Stream {
     /// `ledger`: genesis and signer rotation.
     Ledger,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::events::{Entry, EventData, Stream};
@@ -36,7 +37,7 @@ impl KeyStatus {
 }
 
 /// A service account and its API key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
     pub id: Uuid,
     pub name: String,
@@ -73,7 +74,7 @@ impl ApiKey {
 }
 
 /// Status of a user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserStatus {
     Active,
     Deactivated,
@@ -90,7 +91,7 @@ impl UserStatus {
 }
 
 /// A human principal.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -123,7 +124,7 @@ impl PatStatus {
 }
 
 /// A personal access token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pat {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -153,7 +154,7 @@ impl Pat {
 }
 
 /// What a secret's hash points at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CredentialRef {
     /// The current secret of an API key.
     ApiKey(Uuid),
@@ -164,7 +165,7 @@ pub enum CredentialRef {
 }
 
 /// Everything the log has built so far.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     /// The log's origin, from genesis; `None` before seq 0.
     pub origin: Option<String>,

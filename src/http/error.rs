@@ -140,7 +140,7 @@ pub fn redact(message: &str) -> String {
     for ch in message.chars() {
         if ch == '"' {
             if in_quotes {
-                out.push_str("…\"");
+                out.push_str("\"…\"");
             }
             in_quotes = !in_quotes;
         } else if !in_quotes {

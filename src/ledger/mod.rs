@@ -108,6 +108,9 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
 }
 
+/// Entries replayed at start above which a snapshot is saved right away.
+pub const SNAPSHOT_AFTER_REPLAYING: u64 = 10_000;
+
 /// Most commands taken into one batch.
 pub const MAX_BATCH: usize = 1024;
 
@@ -121,6 +124,7 @@ impl Ledger {
         clock: Arc<dyn Clock>,
     ) -> Result<Ledger, OpenError> {
         let mut opened = open::replay(store.as_ref(), &signer, false)?;
+        let replayed = opened.replayed;
         let projections = std::mem::take(&mut opened.projections);
         let checkpoint = Arc::new(opened.checkpoint.clone());
         let shared = Arc::new(Shared {
@@ -140,12 +144,51 @@ impl Ledger {
             .name("keyledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| OpenError::Io(e.to_string()))?;
-        Ok(Ledger {
+        let ledger = Ledger {
             shared,
             tx,
             writer: Arc::new(Mutex::new(Some(handle))),
             clock,
-        })
+        };
+        // A long replay (first start after a crash, or a log written by an older build)
+        // is paid once: snapshot now so the next start skips it.
+        if replayed >= SNAPSHOT_AFTER_REPLAYING {
+            if let Err(e) = ledger.save_snapshot() {
+                tracing::warn!(error = %e, "could not save the projection snapshot");
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// Saves the read side as a snapshot at the current checkpoint. Readers and the writer
+    /// go on meanwhile; the snapshot is taken under the read locks, so it is consistent.
+    pub fn save_snapshot(&self) -> Result<(), crate::store::StoreError> {
+        let bytes = {
+            let state = self
+                .shared
+                .read_model
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let projections = self
+                .shared
+                .projections
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let checkpoint = self.checkpoint();
+            // The writer publishes state, projections, then the checkpoint; holding both
+            // read locks, the state can only be at or ahead of the checkpoint we read.
+            if state.size != checkpoint.checkpoint.size || projections.audit.len() != state.size {
+                return Ok(()); // a commit is being published; the next snapshot will do
+            }
+            crate::codec::encode(&open::SnapshotRef {
+                size: state.size,
+                root: checkpoint.checkpoint.root,
+                state: &state,
+                projections: &projections,
+            })
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?
+        };
+        self.shared.store.save_snapshot(&bytes)
     }
 
     /// Appends the events of `command`, done by `actor`. Returns once they are durable.
@@ -235,6 +278,12 @@ impl Ledger {
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            // The writer is gone, so nothing moves: snapshot for a fast next start.
+            let ledger = self.clone();
+            match tokio::task::spawn_blocking(move || ledger.save_snapshot()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not save the projection snapshot"),
+                Ok(Ok(())) | Err(_) => {}
+            }
         }
     }
 }

@@ -54,6 +54,8 @@ fn bad(seq: u64, reason: impl std::fmt::Display) -> OpenError {
 
 /// What replay produced, handed to the writer and the read model.
 pub(super) struct Opened {
+    /// Entries parsed and applied (the rest came from the snapshot).
+    pub replayed: u64,
     pub state: State,
     pub projections: Projections,
     pub frontier: Frontier,
@@ -95,16 +97,118 @@ pub(super) fn replay(
         None => return Err(bad(0, "entries are stored but no checkpoint covers them")),
     };
 
-    let mut state = State::default();
-    let mut projections = Projections::default();
+    let snapshot = if every_signature {
+        None
+    } else {
+        load_snapshot(store, &checkpoint)
+    };
+    let snapshot_size = snapshot.as_ref().map_or(0, |s| s.size);
+    match scan(store, signer, &key, &checkpoint, snapshot, every_signature) {
+        Err(ScanError::StaleSnapshot) => {
+            tracing::warn!(
+                size = snapshot_size,
+                "the projection snapshot does not match the log; replaying it all"
+            );
+            let scanned = scan(store, signer, &key, &checkpoint, None, every_signature);
+            finish(store, &key, checkpoint, note, scanned)
+        }
+        other => finish(store, &key, checkpoint, note, other),
+    }
+}
+
+/// A snapshot of the read side at some tree size, so start-up can skip parsing and applying
+/// the entries it covers (their bytes are still hashed and checked against the tree).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct Snapshot {
+    pub size: u64,
+    pub root: merkle::Hash,
+    pub state: State,
+    pub projections: Projections,
+}
+
+/// The same layout, borrowed, for writing.
+#[derive(serde::Serialize)]
+pub(super) struct SnapshotRef<'a> {
+    pub size: u64,
+    pub root: merkle::Hash,
+    pub state: &'a State,
+    pub projections: &'a Projections,
+}
+
+fn load_snapshot(store: &dyn Store, checkpoint: &Checkpoint) -> Option<Snapshot> {
+    let bytes = match store.load_snapshot() {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the projection snapshot; replaying the log");
+            return None;
+        }
+    };
+    match crate::codec::decode::<Snapshot>(&bytes) {
+        Ok(snapshot)
+            if snapshot.size <= checkpoint.size && snapshot.state.size == snapshot.size =>
+        {
+            Some(snapshot)
+        }
+        Ok(_) => {
+            tracing::warn!("the projection snapshot is ahead of the checkpoint; replaying the log");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the projection snapshot does not decode; replaying the log");
+            None
+        }
+    }
+}
+
+enum ScanError {
+    Open(OpenError),
+    StaleSnapshot,
+}
+
+impl From<OpenError> for ScanError {
+    fn from(e: OpenError) -> Self {
+        ScanError::Open(e)
+    }
+}
+
+impl From<StoreError> for ScanError {
+    fn from(e: StoreError) -> Self {
+        ScanError::Open(e.into())
+    }
+}
+
+struct Scanned {
+    replayed: u64,
+    state: State,
+    projections: Projections,
+    frontier: Frontier,
+    last: Option<(Entry, Vec<u8>)>,
+}
+
+/// Reads every stored entry. Below the snapshot's size, entries are only hashed and
+/// compared with the stored leaves; from there on, each is parsed, checked and applied.
+fn scan(
+    store: &dyn Store,
+    signer: &NoteSigner,
+    key: &VerifyingKey,
+    checkpoint: &Checkpoint,
+    snapshot: Option<Snapshot>,
+    every_signature: bool,
+) -> Result<Scanned, ScanError> {
+    let (fast_until, snapshot_root, mut state, mut projections) = match snapshot {
+        Some(s) => (s.size, Some(s.root), s.state, s.projections),
+        None => (0, None, State::default(), Projections::default()),
+    };
     let mut frontier = Frontier::new();
-    let mut last_at: Option<Timestamp> = None;
+    let mut last_at: Option<Timestamp> = state.last_at;
     let mut last: Option<(Entry, Vec<u8>)> = None;
+    let mut leaves = store.leaves(0, fast_until);
     for item in store.entries(0, u64::MAX) {
         let (seq, bytes) = item?;
         let expected = frontier.size();
         if seq != expected {
-            return Err(bad(expected, "entry is missing"));
+            return Err(bad(expected, "entry is missing").into());
         }
         if seq >= checkpoint.size {
             return Err(bad(
@@ -113,17 +217,40 @@ pub(super) fn replay(
                     "entry is not covered by the checkpoint (size {})",
                     checkpoint.size
                 ),
-            ));
+            )
+            .into());
+        }
+        let leaf = merkle::leaf_hash(&bytes);
+        if seq < fast_until {
+            match leaves.next().transpose()? {
+                Some((index, stored)) if index == seq && stored == leaf => {}
+                Some((index, _)) if index == seq => {
+                    return Err(bad(seq, "entry bytes do not match the stored Merkle tree").into());
+                }
+                _ => return Err(bad(seq, "the Merkle leaf of this entry is missing").into()),
+            }
+            frontier.push(leaf);
+            if seq == 0 {
+                let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
+                check_genesis(&entry, signer)?;
+                seal::verify(&entry, &signed, key).map_err(|e| bad(seq, e))?;
+            }
+            if frontier.size() == fast_until && Some(frontier.root()) != snapshot_root {
+                return Err(ScanError::StaleSnapshot);
+            }
+            continue;
         }
         let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
         check_entry(&state, &entry, seq, last_at)?;
-        for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
+        for (level, index, hash) in frontier.push(leaf) {
             match store.node(level, index)? {
                 Some(stored) if stored == hash => {}
                 Some(_) => {
-                    return Err(bad(seq, "entry bytes do not match the stored Merkle tree"));
+                    return Err(bad(seq, "entry bytes do not match the stored Merkle tree").into());
                 }
-                None => return Err(bad(seq, "a Merkle node completed by this entry is missing")),
+                None => {
+                    return Err(bad(seq, "a Merkle node completed by this entry is missing").into());
+                }
             }
         }
         // After the Merkle comparison, so a damaged genesis is reported as a bad seq 0
@@ -132,13 +259,51 @@ pub(super) fn replay(
             check_genesis(&entry, signer)?;
         }
         if seq == 0 || every_signature {
-            seal::verify(&entry, &signed, &key).map_err(|e| bad(seq, e))?;
+            seal::verify(&entry, &signed, key).map_err(|e| bad(seq, e))?;
         }
         state.apply(&entry);
         projections.apply(&entry);
         last_at = Some(entry.at);
         last = Some((entry, signed));
     }
+    if frontier.size() < fast_until {
+        // The log is shorter than the snapshot: the check below names the missing seq.
+        state = State::default();
+        projections = Projections::default();
+    }
+    Ok(Scanned {
+        replayed: frontier.size().saturating_sub(fast_until),
+        state,
+        projections,
+        frontier,
+        last,
+    })
+}
+
+/// The checks on the whole: size, root, the last entry's signature.
+fn finish(
+    store: &dyn Store,
+    key: &VerifyingKey,
+    checkpoint: Checkpoint,
+    note: String,
+    scanned: Result<Scanned, ScanError>,
+) -> Result<Opened, OpenError> {
+    let Scanned {
+        replayed,
+        state,
+        projections,
+        frontier,
+        last,
+    } = match scanned {
+        Ok(s) => s,
+        Err(ScanError::Open(e)) => return Err(e),
+        Err(ScanError::StaleSnapshot) => {
+            return Err(OpenError::Checkpoint(
+                "the snapshot does not match the log".into(),
+            ));
+        }
+    };
+    let key = *key;
     if frontier.size() < checkpoint.size {
         return Err(bad(
             frontier.size(),
@@ -153,10 +318,23 @@ pub(super) fn replay(
             OpenError::Checkpoint("the recomputed Merkle root differs from the checkpoint's".into())
         }));
     }
+    let last = match last {
+        Some(last) => Some(last),
+        // Everything came from the snapshot: read the last entry to check its signature.
+        None if frontier.size() > 0 => {
+            let seq = frontier.size() - 1;
+            let bytes = store
+                .entry(seq)?
+                .ok_or_else(|| bad(seq, "entry is missing"))?;
+            Some(seal::parse(&bytes).map_err(|e| bad(seq, e))?)
+        }
+        None => None,
+    };
     if let Some((entry, signed)) = &last {
         seal::verify(entry, signed, &key).map_err(|e| bad(entry.seq, e))?;
     }
     Ok(Opened {
+        replayed,
         state,
         projections,
         frontier,

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{CommitBatch, EntryIter, Store, StoreError};
+use super::{CommitBatch, EntryIter, LeafIter, Store, StoreError};
 use crate::crypto::merkle::Hash;
 
 #[derive(Default)]
@@ -11,6 +11,7 @@ struct Inner {
     entries: BTreeMap<u64, Vec<u8>>,
     nodes: HashMap<(u8, u64), Hash>,
     checkpoint: Option<String>,
+    snapshot: Option<Vec<u8>>,
 }
 
 /// A store held in memory; lost when dropped.
@@ -76,5 +77,22 @@ impl Store for MemoryStore {
 
     fn checkpoint(&self) -> Result<Option<String>, StoreError> {
         Ok(self.lock().checkpoint.clone())
+    }
+
+    fn leaves(&self, from: u64, to: u64) -> LeafIter<'_> {
+        let inner = self.lock();
+        let items: Vec<_> = (from..to)
+            .map_while(|i| inner.nodes.get(&(0, i)).map(|h| Ok((i, *h))))
+            .collect();
+        Box::new(items.into_iter())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().snapshot.clone())
+    }
+
+    fn save_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.lock().snapshot = Some(bytes.to_vec());
+        Ok(())
     }
 }

@@ -12,6 +12,11 @@ mod sled_store;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
+/// Name of the snapshot file inside a sled store's directory.
+pub fn sled_store_snapshot_file() -> &'static str {
+    sled_store::SNAPSHOT_FILE
+}
+
 use crate::crypto::merkle::{Hash, MerkleError, NodeSource};
 
 /// One group commit: the entries it appends, the Merkle nodes they complete and the
@@ -57,7 +62,16 @@ pub trait Store: Send + Sync + 'static {
     fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError>;
     /// The latest checkpoint note.
     fn checkpoint(&self) -> Result<Option<String>, StoreError>;
+    /// Stored leaf hashes (level 0) with `from <= index < to`, in order.
+    fn leaves(&self, from: u64, to: u64) -> LeafIter<'_>;
+    /// The projection snapshot, if one was saved.
+    fn load_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the projection snapshot durably (all or nothing).
+    fn save_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError>;
 }
+
+/// Leaf hashes read back in index order.
+pub type LeafIter<'a> = Box<dyn Iterator<Item = Result<(u64, Hash), StoreError>> + Send + 'a>;
 
 /// Key of an entry: big-endian seq, so byte order is seq order.
 pub fn seq_key(seq: u64) -> [u8; 8] {

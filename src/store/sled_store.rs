@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{CommitBatch, EntryIter, Store, StoreError, node_key, seq_from_key, seq_key};
+use super::{CommitBatch, EntryIter, LeafIter, Store, StoreError, node_key, seq_from_key, seq_key};
 use crate::crypto::merkle::Hash;
 
 /// Tree of entry bytes by seq.
@@ -34,6 +34,9 @@ pub const NODES: &str = "nodes";
 pub const META: &str = "meta";
 /// Key of the latest checkpoint in [`META`].
 pub const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// File beside sled's own, inside the store's directory, holding the projection snapshot.
+/// Kept out of sled: it is rewritten whole, can be tens of megabytes, and is only a cache.
+pub const SNAPSHOT_FILE: &str = "keyledger-projections.bin";
 
 /// A log stored in sled on disk.
 pub struct SledStore {
@@ -169,6 +172,50 @@ impl Store for SledStore {
             }
             None => Ok(None),
         }
+    }
+
+    fn leaves(&self, from: u64, to: u64) -> LeafIter<'_> {
+        if from >= to {
+            return Box::new(std::iter::empty());
+        }
+        Box::new(
+            self.nodes
+                .range(node_key(0, from)..node_key(0, to))
+                .map(|item| {
+                    let (key, value) = item?;
+                    let index = key
+                        .get(1..)
+                        .map(seq_from_key)
+                        .transpose()?
+                        .ok_or_else(|| StoreError::Corrupt("node key too short".into()))?;
+                    let hash: Hash = value.as_ref().try_into().map_err(|_| {
+                        StoreError::Corrupt(format!("leaf {index} is not 32 bytes"))
+                    })?;
+                    Ok((index, hash))
+                }),
+        )
+    }
+
+    fn load_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(self.path.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn save_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        // Write aside, fsync, rename over, fsync the directory: a crash leaves the old
+        // snapshot or the new one, never half of one.
+        let tmp = self.path.join(format!("{SNAPSHOT_FILE}.tmp"));
+        {
+            let mut file = File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.path.join(SNAPSHOT_FILE))?;
+        File::open(&self.path)?.sync_all()?;
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<Option<String>, StoreError> {

@@ -5,6 +5,7 @@ mod binary;
 mod concurrency;
 mod golden;
 mod reopen;
+mod snapshot;
 mod tamper;
 
 use std::path::Path;
