@@ -280,9 +280,9 @@ impl Ledger {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
             // The writer is gone, so nothing moves: snapshot for a fast next start.
             let ledger = self.clone();
-            match tokio::task::spawn_blocking(move || ledger.save_snapshot()).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not save the projection snapshot"),
-                Ok(Ok(())) | Err(_) => {}
+            let saved = tokio::task::spawn_blocking(move || ledger.save_snapshot()).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!(error = %e, "could not save the projection snapshot");
             }
         }
     }
