@@ -171,12 +171,17 @@ fn dir_size(path: &Path) -> u64 {
 /// Builds a data dir holding `entries` entries through the library: one API key per ten
 /// entries, the rest activity summaries of those keys (what a long-running ledger mostly
 /// holds).
-async fn build_log(dir: &Path, entries: u64) {
+async fn build_log(dir: &Path, entries: u64) -> String {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (ledger, _) =
+    let (ledger, bootstrap) =
         keyledger::server::open_ledger(dir, Some("load.keyledger/log"), clock.clone())
             .await
             .expect("open ledger");
+    let admin = bootstrap
+        .expect("a new log has a bootstrap key")
+        .secret
+        .expose()
+        .to_string();
     let mut keys: Vec<Uuid> = Vec::new();
     let mut pending = Vec::new();
     let mut written = ledger.checkpoint().checkpoint.size;
@@ -238,6 +243,7 @@ async fn build_log(dir: &Path, entries: u64) {
     drop(ledger);
     // sled releases its file lock from a background thread shortly after the last handle.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    admin
 }
 
 fn main() {
@@ -249,6 +255,8 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
+    let keep = args.iter().any(|a| a == "--keep");
+    let cold_only = args.iter().any(|a| a == "--cold-only");
     let binary = std::env::var_os("KEYLEDGER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/keyledger"));
@@ -261,23 +269,30 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(binary, quick, seconds));
+    runtime.block_on(run(binary, quick, seconds, keep, cold_only));
 }
 
-async fn run(binary: PathBuf, quick: bool, seconds: f64) {
+async fn run(binary: PathBuf, quick: bool, seconds: f64, keep: bool, cold_only: bool) {
     println!(
         "keyledger load test — {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         binary.display()
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&binary, dir.path());
-    let admin = server.secret.clone().expect("bootstrap secret");
-    let base = format!("http://{}", server.addr);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
+    if !cold_only {
+        http_phases(&binary, &client, seconds).await;
+    }
+    cold_starts(&binary, &client, quick, keep).await;
+}
+
+async fn http_phases(binary: &Path, client: &reqwest::Client, seconds: f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(binary, dir.path());
+    let admin = server.secret.clone().expect("bootstrap secret");
+    let base = format!("http://{}", server.addr);
     let created: Value = client
         .post(format!("{base}/v1/admin/api-keys"))
         .bearer_auth(&admin)
@@ -362,10 +377,12 @@ async fn run(binary: PathBuf, quick: bool, seconds: f64) {
         server.peak_rss_kib() / 1024
     );
     server.stop();
+}
 
-    println!("\n## cold start (process start to /readyz 200)\n");
+async fn cold_starts(binary: &Path, client: &reqwest::Client, quick: bool, keep: bool) {
+    println!("\n## cold start (process start to /readyz 200), then a full export over HTTP\n");
     println!(
-        "| entries | build | cold start | data dir | export (NDJSON) | disk / export | peak RSS |\n|---|---|---|---|---|---|---|"
+        "| entries | build | cold start | data dir | export (NDJSON) | disk / export | peak RSS after start | export time | peak RSS after export |\n|---|---|---|---|---|---|---|---|---|"
     );
     let sizes: &[u64] = if quick {
         &[10_000, 100_000]
@@ -375,10 +392,10 @@ async fn run(binary: PathBuf, quick: bool, seconds: f64) {
     for &entries in sizes {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = Instant::now();
-        build_log(dir.path(), entries).await;
+        let admin = build_log(dir.path(), entries).await;
         let build = t.elapsed();
         let start = Instant::now();
-        let server = Server::start(&binary, dir.path());
+        let server = Server::start(binary, dir.path());
         let base = format!("http://{}", server.addr);
         loop {
             if client
@@ -393,23 +410,37 @@ async fn run(binary: PathBuf, quick: bool, seconds: f64) {
         }
         let cold = start.elapsed();
         let rss = server.peak_rss_kib();
+        // Stream the whole export, counting bytes without keeping them.
+        let t = Instant::now();
+        let mut response = client
+            .get(format!("{base}/v1/audit/export"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("export");
+        let mut exported = 0u64;
+        while let Some(chunk) = response.chunk().await.expect("export chunk") {
+            exported += chunk.len() as u64;
+        }
+        let export_time = t.elapsed();
+        let rss_after_export = server.peak_rss_kib();
         server.stop();
         let disk = dir_size(dir.path());
-        // The export's size is the sum of the entries plus one newline each.
-        let export: u64 = {
-            let store = keyledger::store::SledStore::open(&dir.path().join("log")).expect("reopen");
-            keyledger::store::Store::entries(&store, 0, u64::MAX)
-                .map(|r| r.map(|(_, b)| b.len() as u64 + 1).unwrap_or(0))
-                .sum()
-        };
+        let export = exported;
         println!(
-            "| {entries} | {:.1} s | {:.2} s | {:.1} MiB | {:.1} MiB | {:.2} | {} MiB |",
+            "| {entries} | {:.1} s | {:.2} s | {:.1} MiB | {:.1} MiB | {:.2} | {} MiB | {:.2} s | {} MiB |",
             build.as_secs_f64(),
             cold.as_secs_f64(),
             disk as f64 / 1048576.0,
             export as f64 / 1048576.0,
             disk as f64 / export as f64,
-            rss / 1024
+            rss / 1024,
+            export_time.as_secs_f64(),
+            rss_after_export / 1024
         );
+        if keep {
+            let kept = dir.keep();
+            println!("(kept {})", kept.display());
+        }
     }
 }

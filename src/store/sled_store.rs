@@ -26,6 +26,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::{CommitBatch, EntryIter, LeafIter, Store, StoreError, node_key, seq_from_key, seq_key};
 use crate::crypto::merkle::Hash;
 
+/// sled's page cache, in bytes.
+pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Tree of entry bytes by seq.
 pub const ENTRIES: &str = "entries";
 /// Tree of Merkle node hashes.
@@ -59,6 +62,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // sled's default page cache is 1 GiB; reading the whole log at start-up or in an
+            // export would grow the process to that. The projections hold what serving needs.
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
         let entries = db.open_tree(ENTRIES)?;
         let nodes = db.open_tree(NODES)?;
