@@ -234,20 +234,31 @@ pub async fn regenerate_key(
     Ok(([(header::ETAG, etag(version))], axum::Json(body)).into_response())
 }
 
+/// Runs a status change (disable, enable, delete) on a key, honouring `If-Match`.
+async fn change_status(
+    state: &AppState,
+    caller: &Caller<AdminOnly>,
+    headers: &HeaderMap,
+    command: impl FnOnce(Option<u64>) -> Command,
+) -> Result<(), ApiError> {
+    let command = command(if_match(headers)?);
+    state
+        .ledger
+        .execute(command, actor(&caller.principal))
+        .await?;
+    Ok(())
+}
+
 pub async fn disable_key(
     State(state): State<AppState>,
     caller: Caller<AdminOnly>,
     AppPath(key_id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let command = Command::DisableApiKey {
-        key_id,
-        if_match: if_match(&headers)?,
-    };
-    state
-        .ledger
-        .execute(command, actor(&caller.principal))
-        .await?;
+    change_status(&state, &caller, &headers, |if_match| {
+        Command::DisableApiKey { key_id, if_match }
+    })
+    .await?;
     key_response(&state, key_id)
 }
 
@@ -257,14 +268,10 @@ pub async fn enable_key(
     AppPath(key_id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let command = Command::EnableApiKey {
-        key_id,
-        if_match: if_match(&headers)?,
-    };
-    state
-        .ledger
-        .execute(command, actor(&caller.principal))
-        .await?;
+    change_status(&state, &caller, &headers, |if_match| {
+        Command::EnableApiKey { key_id, if_match }
+    })
+    .await?;
     key_response(&state, key_id)
 }
 
@@ -274,14 +281,10 @@ pub async fn delete_key(
     AppPath(key_id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let command = Command::DeleteApiKey {
-        key_id,
-        if_match: if_match(&headers)?,
-    };
-    state
-        .ledger
-        .execute(command, actor(&caller.principal))
-        .await?;
+    change_status(&state, &caller, &headers, |if_match| {
+        Command::DeleteApiKey { key_id, if_match }
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
