@@ -101,6 +101,12 @@ pub async fn serve(
         stopped,
     ));
     let app = router(state);
+    // Small answers (a verify, a short export) must not wait on Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -275,7 +275,11 @@ pub async fn export(
             next = end;
         }
     });
-    let filename = format!("keyledger-{}-{}.ndjson", from, to.saturating_sub(1));
+    let filename = if to > from {
+        format!("keyledger-{}-{}.ndjson", from, to - 1)
+    } else {
+        "keyledger-empty.ndjson".to_string()
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson".to_string()),

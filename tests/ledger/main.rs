@@ -4,6 +4,7 @@
 mod binary;
 mod concurrency;
 mod golden;
+mod offline;
 mod reopen;
 mod snapshot;
 mod tamper;
