@@ -123,8 +123,15 @@ impl Ledger {
         signer: NoteSigner,
         clock: Arc<dyn Clock>,
     ) -> Result<Ledger, OpenError> {
+        let started = std::time::Instant::now();
         let mut opened = open::replay(store.as_ref(), &signer, false)?;
         let replayed = opened.replayed;
+        tracing::info!(
+            entries = opened.checkpoint.checkpoint.size,
+            replayed,
+            seconds = started.elapsed().as_secs_f64(),
+            "log checked against the checkpoint (entries not replayed came from the snapshot)"
+        );
         let projections = std::mem::take(&mut opened.projections);
         let checkpoint = Arc::new(opened.checkpoint.clone());
         let shared = Arc::new(Shared {
