@@ -108,6 +108,7 @@ fn run_serve(
         None => Policy::builtin(),
     };
     runtime.block_on(async move {
+        let shutdown = server::shutdown_signal().context("installing signal handlers")?;
         let clock = Arc::new(SystemClock);
         let (ledger, bootstrap) = server::open_ledger(&data_dir, origin.as_deref(), clock).await?;
         if let Some(bootstrap) = &bootstrap {
@@ -123,7 +124,7 @@ fn run_serve(
             activity_window_secs: activity_window,
         };
         let state = AppState::new(ledger, config, policy);
-        server::serve(listener, state, server::shutdown_signal()).await
+        server::serve(listener, state, shutdown).await
     })
 }
 

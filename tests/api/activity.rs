@@ -12,7 +12,8 @@ use keyledger::domain::{Actor, Clock, Entry, EventData, Stream};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::crash::{BinServer, bin_client, check_data_dir, read_log};
+use crate::bin_server::{BinServer, bin_client};
+use crate::crash::{check_data_dir, read_log};
 use crate::helpers::TestApp;
 
 /// `(method, route, outcome) -> count`.

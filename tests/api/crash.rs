@@ -2,182 +2,18 @@
 //! on the same data dir. Every creation that was answered 201 survives, the log checks, and
 //! nothing is half-written.
 //!
-//! Also holds [`BinServer`], the real-binary harness shared with `activity.rs`.
+//! Also holds [`read_log`] and [`check_data_dir`], shared with `activity.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command as Process, Stdio};
 
 use keyledger::crypto::seal;
 use keyledger::domain::{Entry, EventData};
 use keyledger::store::{SledStore, Store};
 use serde_json::{Value, json};
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A running `keyledger serve`; killed (SIGKILL) when dropped, so a failing test leaves no
-/// process behind.
-pub struct BinServer {
-    child: Child,
-    /// `127.0.0.1:port`.
-    pub addr: String,
-    /// The bootstrap admin secret, when this start created the log.
-    pub secret: Option<String>,
-    stderr_path: PathBuf,
-    /// Keeps the rest of stdout drained.
-    _lines: mpsc::Receiver<String>,
-}
-
-impl BinServer {
-    /// Starts `keyledger serve --data-dir <data_dir> --listen 127.0.0.1:0 <extra...>` and
-    /// waits for its listening line. `Err` (with stdout and stderr) when it does not start.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Result<BinServer, String> {
-        let stderr_path = data_dir.with_extension(format!(
-            "stderr.{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        let stderr = File::create(&stderr_path).expect("create stderr file");
-        let mut command = Process::new(env!("CARGO_BIN_EXE_keyledger"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("KEYLEDGER_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn keyledger serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = BinServer {
-            child,
-            addr: String::new(),
-            secret: None,
-            stderr_path,
-            _lines: rx,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut banner = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match server._lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(secret) = line.trim_start().strip_prefix("secret:") {
-                        server.secret = Some(secret.trim().to_string());
-                    }
-                    let listening = line
-                        .split_once("listening on http://")
-                        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string());
-                    banner.push(line);
-                    if let Some(addr) = listening {
-                        server.addr = addr;
-                        return Ok(server);
-                    }
-                }
-                Err(e) => {
-                    // Give a refusing process a moment to finish writing its error.
-                    std::thread::sleep(Duration::from_millis(100));
-                    let status = server.child.try_wait().ok().flatten();
-                    return Err(format!(
-                        "keyledger serve did not start ({e:?}, exit {status:?}); stdout: \
-                         {banner:?}; stderr: {}",
-                        server.stderr()
-                    ));
-                }
-            }
-        }
-    }
-
-    /// What the server wrote on stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Sends `signal` (e.g. `-KILL`, `-TERM`) with `kill`.
-    fn signal(&self, signal: &str) {
-        let status = Process::new("kill")
-            .arg(signal)
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
-    }
-
-    fn wait(&mut self, why: &str) -> ExitStatus {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for server") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after {why}; stderr: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        self.signal("-KILL");
-        self.wait("SIGKILL");
-    }
-
-    /// SIGTERM (a clean shutdown), and wait for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
-        self.signal("-TERM");
-        self.wait("SIGTERM")
-    }
-}
-
-impl Drop for BinServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.stderr_path);
-    }
-}
-
-/// A client that ignores proxy settings and never hangs for long.
-pub fn bin_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("build HTTP client")
-}
+use crate::bin_server::{BinServer, bin_client};
 
 /// Every entry of a stopped server's log, decoded (signatures are `keyledger check`'s job).
 pub fn read_log(data_dir: &Path) -> Vec<Entry> {

@@ -4,6 +4,8 @@ mod activity;
 mod audit;
 mod authz;
 mod bad_input;
+#[path = "../common/bin_server.rs"]
+mod bin_server;
 mod crash;
 mod helpers;
 mod lifecycle;

@@ -1,7 +1,7 @@
 //! `POST /v1/verify`: every answer code, always with HTTP 200, on the built-in policy and
 //! on a custom one; and a bad `--policy` file stops the binary with the line named.
 
-use std::process::{Command as Process, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keyledger::crypto::secret::{PlainSecret, SecretKind};
@@ -9,6 +9,7 @@ use keyledger::domain::Clock;
 use keyledger::policy::Policy;
 use serde_json::{Value, json};
 
+use crate::bin_server::serve_command;
 use crate::helpers::TestApp;
 
 /// Checks the whole answer of a verify call.
@@ -450,18 +451,7 @@ fn bad_policy_file_stops_the_binary_naming_the_line() {
     .expect("write policy");
     for (file, line) in [(&policy, 5), (&syntax, 4)] {
         let data_dir = dir.path().join("data");
-        let mut command = Process::new(env!("CARGO_BIN_EXE_keyledger"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("KEYLEDGER_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+        let mut child = serve_command(&data_dir)
             .arg("--policy")
             .arg(file)
             .stdin(Stdio::null())

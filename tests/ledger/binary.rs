@@ -1,158 +1,33 @@
 //! The real `keyledger` binary: first start prints a bootstrap secret, the audit routes
 //! answer, SIGTERM stops it cleanly, a restart keeps the log, `check` passes.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command as Process;
 
 use keyledger::crypto::note::{Checkpoint, NoteVerifier};
 use keyledger::store::Store;
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::bin_server::{BinServer, bin_client};
 
-/// A running server; killed when dropped (so a failing test leaves no process behind).
-struct Server {
-    child: Child,
-    /// The stdout lines up to and including the `listening` line.
-    banner: Vec<String>,
-    addr: String,
-    stderr_path: std::path::PathBuf,
-    /// Keeps the rest of stdout readable (a closed pipe would break a later println).
-    lines: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(data_dir: &Path, log_name: &str) -> Server {
-        let stderr_path = data_dir
-            .parent()
-            .expect("data dir has a parent")
-            .join(log_name);
-        let stderr = File::create(&stderr_path).expect("create stderr file");
-        let mut command = Process::new(env!("CARGO_BIN_EXE_keyledger"));
-        // Settings come from the command line only.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("KEYLEDGER_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn keyledger serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            banner: Vec::new(),
-            addr: String::new(),
-            stderr_path,
-            lines: rx,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match server.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let listening = line
-                        .split_once("listening on http://")
-                        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string());
-                    server.banner.push(line);
-                    if let Some(addr) = listening {
-                        server.addr = addr;
-                        break;
-                    }
-                }
-                Err(e) => panic!(
-                    "no `listening on` line ({e:?}); stdout so far: {:?}; stderr: {}",
-                    server.banner,
-                    server.stderr()
-                ),
-            }
-        }
-        assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
-        server
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The bootstrap secret from the banner, if one was printed.
-    fn secret(&self) -> Option<String> {
-        self.banner.iter().find_map(|l| {
-            l.trim_start()
-                .strip_prefix("secret:")
-                .map(|s| s.trim().to_string())
-        })
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    fn terminate(mut self) -> ExitStatus {
-        let status = Process::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for server") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM; stderr: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("build HTTP client")
+/// Starts `keyledger serve` on `data_dir` (`RUST_LOG=info`, stderr to `log_name` next to
+/// the data dir) and panics when it does not start.
+fn start(data_dir: &Path, log_name: &str) -> BinServer {
+    let stderr_path = data_dir
+        .parent()
+        .expect("data dir has a parent")
+        .join(log_name);
+    let server = BinServer::builder(data_dir)
+        .rust_log("info")
+        .stderr_file(stderr_path)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+    server
 }
 
 async fn fetch_checkpoint(
     client: &reqwest::Client,
-    server: &Server,
+    server: &BinServer,
     secret: &str,
     verifier: &NoteVerifier,
 ) -> Checkpoint {
@@ -167,7 +42,7 @@ async fn fetch_checkpoint(
     Checkpoint::open(&note, verifier).expect("checkpoint verifies")
 }
 
-async fn fetch_verifier(client: &reqwest::Client, server: &Server) -> NoteVerifier {
+async fn fetch_verifier(client: &reqwest::Client, server: &BinServer) -> NoteVerifier {
     let response = client
         .get(server.url("/v1/audit/public-key"))
         .send()
@@ -185,12 +60,13 @@ async fn fetch_verifier(client: &reqwest::Client, server: &Server) -> NoteVerifi
 async fn serve_sigterm_restart_and_check() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("data");
-    let client = client();
+    let client = bin_client();
 
     // First start: a new log and a bootstrap admin key.
-    let server = Server::start(&data_dir, "first.stderr");
+    let mut server = start(&data_dir, "first.stderr");
     let secret = server
-        .secret()
+        .secret
+        .clone()
         .unwrap_or_else(|| panic!("no secret line in {:?}", server.banner));
     assert!(secret.starts_with("klk_"), "secret {secret:?}");
 
@@ -233,6 +109,7 @@ async fn serve_sigterm_restart_and_check() {
 
     let status = server.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    drop(server);
 
     // A clean stop may append the open activity window (our authenticated requests), and
     // nothing else; the stopped dir checks.
@@ -243,13 +120,13 @@ async fn serve_sigterm_restart_and_check() {
     );
 
     // Second start on the same dir: no banner, and the start itself appends nothing.
-    let server = Server::start(&data_dir, "second.stderr");
+    let mut server = start(&data_dir, "second.stderr");
     assert!(
         !server.banner.iter().any(|l| l.contains("secret:")),
         "a restart must not print a new secret: {:?}",
         server.banner
     );
-    assert_eq!(server.secret(), None);
+    assert_eq!(server.secret, None);
     let verifier_again = fetch_verifier(&client, &server).await;
     assert_eq!(verifier_again.vkey(), verifier.vkey());
     // The bootstrap secret still works after the restart.
@@ -257,6 +134,7 @@ async fn serve_sigterm_restart_and_check() {
     assert_eq!(again, stopped, "a restart must not append");
     let status = server.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    drop(server);
 
     let last = check_dir(&data_dir, &verifier);
     assert!(last.size >= stopped.size);

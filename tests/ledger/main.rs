@@ -1,6 +1,8 @@
 //! Integration tests of the ledger: pinned entry bytes, reopening, tamper detection,
 //! concurrent writers and the real binary.
 
+#[path = "../common/bin_server.rs"]
+mod bin_server;
 mod binary;
 mod concurrency;
 mod golden;
