@@ -182,3 +182,21 @@ fn assert_only_activity_after(data_dir: &Path, from: u64) {
         );
     }
 }
+
+/// A SIGTERM sent the moment the server announces itself still shuts it down cleanly: the
+/// signal handlers are installed before the listening line is printed. (The race this guards
+/// against is narrow, so the test is a probabilistic guard: it caught the bug under load.)
+#[test]
+fn sigterm_right_after_start_is_a_clean_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..30 {
+        let mut server = BinServer::start(&dir.path().join("data"), &[]).expect("server starts");
+        let status = server.terminate();
+        assert!(
+            status.success(),
+            "round {round}: exit {status:?}, stderr: {}",
+            server.stderr()
+        );
+        drop(server);
+    }
+}
