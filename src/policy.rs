@@ -363,7 +363,7 @@ struct Rule {
     methods: Methods,
     paths: Box<[Pattern]>,
     effect: Effect,
-    #[allow(dead_code, reason = "kept for Debug output")]
+    #[expect(dead_code, reason = "kept for Debug output")]
     description: Option<String>,
 }
 
@@ -718,7 +718,7 @@ mod tests {
     const ALL_ROLES: [Role; 4] = [Role::Admin, Role::Basic, Role::Limited, Role::Auditor];
 
     /// Fails to compile when a role is added, so that `ALL_ROLES` is revisited.
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "exists only to fail compilation when Role grows")]
     fn exhaustive(role: Role) {
         match role {
             Role::Admin | Role::Basic | Role::Limited | Role::Auditor => {}
