@@ -9,7 +9,7 @@
 //! `last_used_at` is served live: readers take the later of the projected value (from
 //! committed activity events) and the one counted in the open window.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use uuid::Uuid;
@@ -23,7 +23,9 @@ use crate::ledger::{Ledger, LedgerError};
 struct Usage {
     principal_id: Uuid,
     last_used_at: Option<Timestamp>,
-    counts: BTreeMap<(String, String, VerifyCode), u64>,
+    /// `(method, route, outcome, count)`; few per credential and window, so a linear
+    /// search that allocates nothing on a hit beats a map keyed by owned strings.
+    counts: Vec<(String, String, VerifyCode, u64)>,
 }
 
 #[derive(Default)]
@@ -61,8 +63,16 @@ impl ActivityTracker {
         if usage.last_used_at.is_none_or(|t| t < now) {
             usage.last_used_at = Some(now);
         }
-        let key = (method.to_string(), route.to_string(), outcome);
-        *usage.counts.entry(key).or_insert(0) += 1;
+        match usage
+            .counts
+            .iter_mut()
+            .find(|(m, r, o, _)| *o == outcome && m == method && r == route)
+        {
+            Some((.., count)) => *count += 1,
+            None => usage
+                .counts
+                .push((method.to_string(), route.to_string(), outcome, 1)),
+        }
     }
 
     /// `last_used_at` counted in the open window, if any.
@@ -93,10 +103,11 @@ impl ActivityTracker {
             let Some(last_used_at) = usage.last_used_at else {
                 continue;
             };
-            let counts = usage
-                .counts
+            let mut counts = usage.counts;
+            counts.sort();
+            let counts = counts
                 .into_iter()
-                .map(|((method, route, outcome), count)| ActivityCount {
+                .map(|(method, route, outcome, count)| ActivityCount {
                     method,
                     route,
                     outcome: outcome.as_str().to_string(),

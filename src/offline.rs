@@ -11,13 +11,12 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use base64::Engine;
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use crate::crypto::merkle::{self, Frontier};
 use crate::crypto::note::{Checkpoint, NoteVerifier};
 use crate::crypto::seal;
-use crate::domain::{EventData, Stream, Timestamp};
+use crate::domain::{Stream, Timestamp, chain};
 
 /// Signatures checked together in one batch verification.
 const BATCH: usize = 256;
@@ -81,8 +80,7 @@ pub fn verify_export(
 ) -> Result<Report, OfflineError> {
     let verifier =
         NoteVerifier::parse(vkey).map_err(|e| OfflineError::Setup(format!("bad --vkey: {e}")))?;
-    let key = VerifyingKey::from_bytes(&verifier.public_key())
-        .map_err(|e| OfflineError::Setup(format!("bad --vkey: {e}")))?;
+    let key = *verifier.verifying_key();
     let checkpoint = checkpoint_note
         .map(|note| {
             Checkpoint::open(note, &verifier)
@@ -131,30 +129,9 @@ fn scan(
         read += n as u64;
         progress(read);
         let (entry, signed) = seal::parse(&line).map_err(|e| bad(seq, e))?;
-        if entry.seq != seq {
-            return Err(bad(
-                seq,
-                format!(
-                    "found seq {} where seq {seq} belongs (an entry is missing or out of order)",
-                    entry.seq
-                ),
-            ));
-        }
-        let expected = versions.get(&entry.stream).copied().unwrap_or(0) + 1;
-        if entry.version != expected {
-            return Err(bad(
-                seq,
-                format!(
-                    "stream {} has version {} where {expected} belongs",
-                    entry.stream.name(),
-                    entry.version
-                ),
-            ));
-        }
+        let version = versions.get(&entry.stream).copied().unwrap_or(0);
+        chain::check_next(&entry, seq, version, last_at).map_err(|e| bad(seq, e))?;
         versions.insert(entry.stream, entry.version);
-        if last_at.is_some_and(|t| entry.at < t) {
-            return Err(bad(seq, "timestamp goes backwards"));
-        }
         last_at = Some(entry.at);
         if entry.signer != key_hex {
             return Err(bad(
@@ -162,21 +139,11 @@ fn scan(
                 format!("signed by key {} but the vkey is {key_hex}", entry.signer),
             ));
         }
-        match (&entry.data, seq) {
-            (EventData::LedgerInitialized(g), 0) => {
-                let ours = base64::engine::general_purpose::STANDARD.encode(verifier.public_key());
-                if g.public_key != ours || g.origin != verifier.name() {
-                    return Err(bad(
-                        0,
-                        "the genesis names another key or origin than the vkey",
-                    ));
-                }
-            }
-            (_, 0) => return Err(bad(0, "seq 0 is not ledger.initialized")),
-            (EventData::LedgerInitialized(_), _) => {
-                return Err(bad(seq, "a second ledger.initialized"));
-            }
-            _ => {}
+        if seq == 0 && !chain::is_genesis_of(&entry, verifier.name(), &verifier.public_key()) {
+            return Err(bad(
+                0,
+                "the genesis names another key or origin than the vkey",
+            ));
         }
         let signature = seal::decode_signature(&entry.sig).map_err(|e| bad(seq, e))?;
         pending.push(Pending {

@@ -175,15 +175,15 @@ fn has_forbidden_control(s: &str) -> bool {
 /// `Debug` shows only the name and key id, never the key.
 #[derive(Clone)]
 pub struct NoteSigner {
-    name: String,
     key: SigningKey,
-    key_id: [u8; 4],
+    /// The public half: name, key id and public key, shared with verification.
+    verifier: NoteVerifier,
 }
 
 impl fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NoteSigner")
-            .field("name", &self.name)
+            .field("name", &self.verifier.name)
             .field("key_id", &self.key_id_hex())
             .finish_non_exhaustive()
     }
@@ -195,42 +195,43 @@ impl NoteSigner {
         if !is_valid_name(name) {
             return Err(NoteError::InvalidName(name.to_owned()));
         }
-        let key_id = key_id(name, key.verifying_key().as_bytes());
-        Ok(Self {
+        let public = key.verifying_key();
+        let verifier = NoteVerifier {
             name: name.to_owned(),
-            key,
-            key_id,
-        })
+            key_id: key_id(name, public.as_bytes()),
+            key: public,
+        };
+        Ok(Self { key, verifier })
+    }
+
+    /// The public half, to verify what this signer signs.
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.verifier
     }
 
     /// The key name (for a log signer, the log's origin).
     pub fn name(&self) -> &str {
-        &self.name
+        self.verifier.name()
     }
 
     /// The 4-byte key id.
     pub fn key_id(&self) -> [u8; 4] {
-        self.key_id
+        self.verifier.key_id()
     }
 
     /// The key id as 8 lowercase hex digits.
     pub fn key_id_hex(&self) -> String {
-        hex8(self.key_id)
+        self.verifier.key_id_hex()
     }
 
     /// The 32-byte Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.verifier.public_key()
     }
 
     /// The verifier key string `<name>+<hex8>+<base64(0x01 || public key)>`.
     pub fn vkey(&self) -> String {
-        format!(
-            "{}+{}+{}",
-            self.name,
-            self.key_id_hex(),
-            encode_alg_key(&self.public_key())
-        )
+        self.verifier.vkey()
     }
 
     /// The Ed25519 signing key.
@@ -243,7 +244,7 @@ impl NoteSigner {
     pub fn to_private_key_string(&self) -> String {
         format!(
             "{PRIVATE_KEY_PREFIX}{}+{}+{}",
-            self.name,
+            self.name(),
             self.key_id_hex(),
             encode_alg_key(self.key.as_bytes())
         )
@@ -268,7 +269,7 @@ impl NoteSigner {
             parse_hex8(hex).ok_or(NoteError::MalformedSignerKey("key id is not 8 hex digits"))?;
         let seed = decode_alg_key(b64).map_err(NoteError::MalformedSignerKey)?;
         let signer = Self::new(name, SigningKey::from_bytes(&seed))?;
-        if signer.key_id != id {
+        if signer.key_id() != id {
             return Err(NoteError::MalformedSignerKey(
                 "key id does not match the name and key",
             ));
@@ -294,11 +295,11 @@ impl NoteSigner {
             .try_sign(text.as_bytes())
             .map_err(|_| NoteError::Signing)?;
         let mut payload = [0u8; 4 + 64];
-        payload[..4].copy_from_slice(&self.key_id);
+        payload[..4].copy_from_slice(&self.key_id());
         payload[4..].copy_from_slice(&signature.to_bytes());
         Ok(format!(
             "{text}\n{SIG_PREFIX}{} {}\n",
-            self.name,
+            self.name(),
             STANDARD.encode(payload)
         ))
     }
@@ -363,6 +364,11 @@ impl NoteVerifier {
     /// The 32-byte Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.key.to_bytes()
+    }
+
+    /// The Ed25519 key itself, for checking other signatures by the same key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
     }
 
     /// The verifier key string this verifier was parsed from (with a lowercase `hex8`).

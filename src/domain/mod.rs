@@ -7,6 +7,7 @@
 //! - [`State::apply`] folds one committed entry into the state. It is the only way state
 //!   changes, so replaying the log rebuilds exactly the state that decided it.
 
+pub mod chain;
 pub mod events;
 mod state;
 mod types;

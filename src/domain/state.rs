@@ -180,6 +180,8 @@ pub struct State {
     pub pats: HashMap<Uuid, Pat>,
     /// Case-folded names of keys that are not deleted.
     pub key_names: HashMap<String, Uuid>,
+    /// Each user's tokens in creation order (an index over `pats`).
+    pub pats_by_user: HashMap<Uuid, Vec<Uuid>>,
     /// Secret hash to credential, for authentication.
     pub credentials: HashMap<SecretSha256, CredentialRef>,
     /// Current version of every stream.
@@ -194,13 +196,10 @@ impl State {
 
     /// A user's tokens, oldest first.
     pub fn pats_of(&self, user_id: Uuid) -> Vec<&Pat> {
-        let mut pats: Vec<&Pat> = self
-            .pats
-            .values()
-            .filter(|p| p.user_id == user_id)
-            .collect();
-        pats.sort_by_key(|p| p.created_seq);
-        pats
+        self.pats_by_user
+            .get(&user_id)
+            .map(|ids| ids.iter().filter_map(|id| self.pats.get(id)).collect())
+            .unwrap_or_default()
     }
 
     /// API keys, oldest first.
@@ -346,6 +345,10 @@ impl State {
                 }
             }
             EventData::PatCreated(d) => {
+                self.pats_by_user
+                    .entry(d.user_id)
+                    .or_default()
+                    .push(d.token_id);
                 self.credentials
                     .insert(d.secret_sha256, CredentialRef::Pat(d.token_id));
                 self.pats.insert(

@@ -12,9 +12,9 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::crypto::merkle::{self, Frontier};
-use crate::crypto::note::{Checkpoint, NoteSigner, NoteVerifier};
+use crate::crypto::note::{Checkpoint, NoteSigner};
 use crate::crypto::seal;
-use crate::domain::{Entry, EventData, State, Timestamp};
+use crate::domain::{Entry, State, Timestamp, chain};
 use crate::projections::Projections;
 use crate::store::{Store, StoreError};
 
@@ -72,14 +72,12 @@ pub(super) fn replay(
     signer: &NoteSigner,
     every_signature: bool,
 ) -> Result<Opened, OpenError> {
-    let verifier =
-        NoteVerifier::parse(&signer.vkey()).map_err(|e| OpenError::WrongKey(e.to_string()))?;
-    let key = VerifyingKey::from_bytes(&signer.public_key())
-        .map_err(|e| OpenError::WrongKey(e.to_string()))?;
+    let verifier = signer.verifier();
+    let key = *verifier.verifying_key();
     let end = store.end()?;
     let (checkpoint, note) = match store.checkpoint()? {
         Some(note) => {
-            let checkpoint = Checkpoint::open(&note, &verifier)
+            let checkpoint = Checkpoint::open(&note, verifier)
                 .map_err(|e| OpenError::Checkpoint(e.to_string()))?;
             (checkpoint, note)
         }
@@ -183,7 +181,6 @@ struct Scanned {
     state: State,
     projections: Projections,
     frontier: Frontier,
-    last: Option<(Entry, Vec<u8>)>,
 }
 
 /// Reads every stored entry. Below the snapshot's size, entries are only hashed and
@@ -202,7 +199,6 @@ fn scan(
     };
     let mut frontier = Frontier::new();
     let mut last_at: Option<Timestamp> = state.last_at;
-    let mut last: Option<(Entry, Vec<u8>)> = None;
     let mut leaves = store.leaves(0, fast_until);
     for item in store.entries(0, u64::MAX) {
         let (seq, bytes) = item?;
@@ -240,8 +236,15 @@ fn scan(
             }
             continue;
         }
-        let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
-        check_entry(&state, &entry, seq, last_at)?;
+        // The signed bytes cost a second canonicalisation: rebuilt only when checked.
+        let (entry, signed) = if seq == 0 || every_signature {
+            let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
+            (entry, Some(signed))
+        } else {
+            (seal::parse_entry(&bytes).map_err(|e| bad(seq, e))?, None)
+        };
+        chain::check_next(&entry, seq, state.version(&entry.stream), last_at)
+            .map_err(|e| bad(seq, e))?;
         for (level, index, hash) in frontier.push(leaf) {
             match store.node(level, index)? {
                 Some(stored) if stored == hash => {}
@@ -258,13 +261,12 @@ fn scan(
         if seq == 0 {
             check_genesis(&entry, signer)?;
         }
-        if seq == 0 || every_signature {
-            seal::verify(&entry, &signed, key).map_err(|e| bad(seq, e))?;
+        if let Some(signed) = &signed {
+            seal::verify(&entry, signed, key).map_err(|e| bad(seq, e))?;
         }
         state.apply(&entry);
         projections.apply(&entry);
         last_at = Some(entry.at);
-        last = Some((entry, signed));
     }
     if frontier.size() < fast_until {
         // The log is shorter than the snapshot: the check below names the missing seq.
@@ -276,7 +278,6 @@ fn scan(
         state,
         projections,
         frontier,
-        last,
     })
 }
 
@@ -293,7 +294,6 @@ fn finish(
         state,
         projections,
         frontier,
-        last,
     } = match scanned {
         Ok(s) => s,
         Err(ScanError::Open(e)) => return Err(e),
@@ -318,20 +318,14 @@ fn finish(
             OpenError::Checkpoint("the recomputed Merkle root differs from the checkpoint's".into())
         }));
     }
-    let last = match last {
-        Some(last) => Some(last),
-        // Everything came from the snapshot: read the last entry to check its signature.
-        None if frontier.size() > 0 => {
-            let seq = frontier.size() - 1;
-            let bytes = store
-                .entry(seq)?
-                .ok_or_else(|| bad(seq, "entry is missing"))?;
-            Some(seal::parse(&bytes).map_err(|e| bad(seq, e))?)
-        }
-        None => None,
-    };
-    if let Some((entry, signed)) = &last {
-        seal::verify(entry, signed, &key).map_err(|e| bad(entry.seq, e))?;
+    // The last entry's signature (the genesis's was checked in the scan); every entry's
+    // bytes are tied to the signed checkpoint by the Merkle root.
+    if let Some(seq) = frontier.size().checked_sub(1) {
+        let bytes = store
+            .entry(seq)?
+            .ok_or_else(|| bad(seq, "entry is missing"))?;
+        let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
+        seal::verify(&entry, &signed, &key).map_err(|e| bad(seq, e))?;
     }
     Ok(Opened {
         replayed,
@@ -342,54 +336,14 @@ fn finish(
     })
 }
 
-/// The structural rules every entry must keep relative to the state before it.
-fn check_entry(
-    state: &State,
-    entry: &Entry,
-    seq: u64,
-    last_at: Option<Timestamp>,
-) -> Result<(), OpenError> {
-    if entry.seq != seq {
-        return Err(bad(
-            seq,
-            format!("entry says seq {} but is stored at seq {seq}", entry.seq),
-        ));
-    }
-    let expected_version = state.version(&entry.stream) + 1;
-    if entry.version != expected_version {
-        return Err(bad(
-            seq,
-            format!(
-                "stream {} jumps to version {} (expected {expected_version})",
-                entry.stream.name(),
-                entry.version
-            ),
-        ));
-    }
-    if last_at.is_some_and(|t| entry.at < t) {
-        return Err(bad(seq, "timestamp goes backwards"));
-    }
-    if (seq == 0) != matches!(entry.data, EventData::LedgerInitialized(_)) {
-        return Err(bad(
-            seq,
-            "ledger.initialized must be exactly the entry at seq 0",
-        ));
-    }
-    Ok(())
-}
-
 fn check_genesis(entry: &Entry, signer: &NoteSigner) -> Result<(), OpenError> {
-    use base64::Engine;
-    let EventData::LedgerInitialized(genesis) = &entry.data else {
-        return Err(bad(0, "seq 0 is not ledger.initialized"));
-    };
-    let ours = base64::engine::general_purpose::STANDARD.encode(signer.public_key());
-    if genesis.public_key != ours || genesis.origin != signer.name() {
-        return Err(OpenError::WrongKey(
+    if chain::is_genesis_of(entry, signer.name(), &signer.public_key()) {
+        Ok(())
+    } else {
+        Err(OpenError::WrongKey(
             "signing.key is not the key this log was created with".into(),
-        ));
+        ))
     }
-    Ok(())
 }
 
 /// On a root mismatch, finds the first entry whose signature fails, to name it.

@@ -99,7 +99,6 @@ impl Writer {
         };
         let mut replies: Vec<Reply> = Vec::with_capacity(requests.len());
         let mut batch = CommitBatch::default();
-        let mut committed: Vec<Entry> = Vec::new();
         for request in requests {
             let outcome = match domain::decide(&self.state, &request.command, now) {
                 Err(e) => Err(LedgerError::Domain(e)),
@@ -136,7 +135,6 @@ impl Writer {
                             }
                         }
                     }
-                    committed.extend(entries.iter().cloned());
                     Ok(Receipt { entries })
                 }
             };
@@ -145,6 +143,12 @@ impl Writer {
         if !batch.entries.is_empty() {
             match self.persist(batch) {
                 Ok(checkpoint) => {
+                    // The receipts hold the batch's entries in seq order: publish from them.
+                    let committed: Vec<&Entry> = replies
+                        .iter()
+                        .filter_map(|(_, outcome)| outcome.as_ref().ok())
+                        .flat_map(|receipt| &receipt.entries)
+                        .collect();
                     self.shared.metrics.count_commit(committed.len() as u64);
                     self.publish(&committed, checkpoint);
                 }
@@ -184,7 +188,7 @@ impl Writer {
     }
 
     /// Makes a durable batch visible to readers.
-    fn publish(&self, committed: &[Entry], checkpoint: CheckpointState) {
+    fn publish(&self, committed: &[&Entry], checkpoint: CheckpointState) {
         {
             let mut read_model = self
                 .shared
