@@ -29,8 +29,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# shellcheck source=lib/serve.sh
+source tools/lib/serve.sh
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyledger-external-verify.XXXXXX")
-SERVER_PID=""
 PROXY_PID=""
 
 cleanup() {
@@ -38,10 +39,7 @@ cleanup() {
         kill "$PROXY_PID" 2>/dev/null || true
         wait "$PROXY_PID" 2>/dev/null || true
     fi
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_keyledger
     if [ "${KEEP_WORK:-0}" = 1 ]; then
         echo "work dir kept: $WORK"
     else
@@ -91,19 +89,10 @@ mkdir -p "$WORK/gopath" "$WORK/gocache"
 # The server.
 
 echo "== starting keyledger serve"
-"$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --activity-window 1 \
-    --origin external-verify.test/log >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.out" | head -1)
-    [ -n "$URL" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; die "the server exited"; }
-    sleep 0.1
-done
-[ -n "$URL" ] || { cat "$WORK/server.err" >&2; die "the server did not report its address"; }
-ADMIN=$(sed -n 's/^ *secret: \(klk_[A-Za-z0-9_]*\).*/\1/p' "$WORK/server.out" | head -1)
-[ -n "$ADMIN" ] || die "no bootstrap secret on the server's stdout"
+start_keyledger "$BIN" "$WORK" --activity-window 1 --origin external-verify.test/log ||
+    die "the server did not start"
+URL=$KEYLEDGER_URL
+ADMIN=$KEYLEDGER_SECRET
 echo "   $URL"
 
 # api METHOD PATH [JSON BODY] -> response body on stdout; the call must succeed (2xx).

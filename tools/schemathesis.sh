@@ -31,49 +31,20 @@ if [[ -z "$bin" ]]; then
     bin="target/debug/keyledger"
 fi
 
+# shellcheck source=lib/serve.sh
+source tools/lib/serve.sh
 work="$(mktemp -d)"
-server_pid=""
 cleanup() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        # Give the clean shutdown (last activity window, last commit) a moment.
-        for _ in $(seq 1 50); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_keyledger
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-: >"$work/stdout"
-: >"$work/stderr"
-RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
-    --data-dir "$work/data" --listen 127.0.0.1:0 --activity-window 5 \
-    >"$work/stdout" 2>"$work/stderr" &
-server_pid=$!
-
-addr=""
-secret=""
-for _ in $(seq 1 300); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "schemathesis.sh: keyledger serve exited early:" >&2
-        cat "$work/stdout" "$work/stderr" >&2
-        exit 1
-    fi
-    secret="$(sed -n 's/^  secret: \(klk_[0-9A-Za-z]*\)$/\1/p' "$work/stdout" | head -n 1 || true)"
-    addr="$(sed -n 's/^keyledger listening on http:\/\/\([^ ]*\).*$/\1/p' "$work/stdout" | head -n 1 || true)"
-    [[ -n "$addr" && -n "$secret" ]] && break
-    sleep 0.1
-done
-if [[ -z "$addr" || -z "$secret" ]]; then
-    echo "schemathesis.sh: no address or bootstrap secret on keyledger's stdout" >&2
-    cat "$work/stderr" >&2
-    exit 1
-fi
+start_keyledger "$bin" "$work" --activity-window 5 || exit 1
+addr="$KEYLEDGER_ADDR"
+secret="$KEYLEDGER_SECRET"
+server_pid="$KEYLEDGER_PID"
 echo "schemathesis.sh: keyledger on http://$addr (data dir $work/data)"
 
 # Schemathesis reuses ids seen in responses (the resource pool) and infers links between

@@ -32,19 +32,12 @@ if [[ ! -d "$here/node_modules/playwright-core" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# shellcheck source=../../tools/lib/serve.sh
+source "$repo/tools/lib/serve.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/keyledger-e2e.XXXXXX")"
-server_pid=""
 cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill "$server_pid" 2>/dev/null || true
-    # A graceful stop finishes the last commit; give it 10 s, then force it.
-    for _ in $(seq 1 100); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  # A graceful stop finishes the last commit; stop_keyledger gives it 10 s, then forces it.
+  stop_keyledger
   # Keep the server's log next to the screenshots for anyone debugging a failure.
   if [[ -n "${SCREENSHOT_DIR:-}" && -d "$SCREENSHOT_DIR" && -f "$work/stderr" ]]; then
     cp "$work/stderr" "$SCREENSHOT_DIR/server.log" 2>/dev/null || true
@@ -54,31 +47,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-: >"$work/stdout"
-: >"$work/stderr"
 # A 1-second activity window so that usage reaches the log (and the chart) within the test.
-"$KEYLEDGER_BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 --activity-window 1 \
-  >"$work/stdout" 2>"$work/stderr" &
-server_pid=$!
-
-url=""
-admin=""
-for _ in $(seq 1 300); do
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "run.sh: keyledger exited early" >&2
-    cat "$work/stdout" "$work/stderr" >&2
-    exit 1
-  fi
-  url="$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/stdout" | head -n 1 || true)"
-  admin="$(sed -n 's/^  secret: \(klk_[0-9A-Za-z]*\).*/\1/p' "$work/stdout" | head -n 1 || true)"
-  [[ -n "$url" && -n "$admin" ]] && break
-  sleep 0.1
-done
-if [[ -z "$url" || -z "$admin" ]]; then
-  echo "run.sh: did not read the address and bootstrap secret from keyledger's output" >&2
-  cat "$work/stdout" "$work/stderr" >&2
-  exit 1
-fi
+start_keyledger "$KEYLEDGER_BIN" "$work" --activity-window 1 || exit 1
+url="$KEYLEDGER_URL"
+admin="$KEYLEDGER_SECRET"
 echo "# keyledger at $url" >&2
 
 export KEYLEDGER_URL="$url"
