@@ -138,6 +138,32 @@ pub fn parse(presented: &str) -> Result<SecretKind, SecretError> {
     }
 }
 
+/// Whether free text holds something shaped like a keyledger secret: the `klk_` or `klp_`
+/// prefix in any case, or a run of 49 base62 characters that, behind either prefix, carries
+/// a valid checksum (a secret pasted without its prefix, or with it altered). Names, emails
+/// and reasons are signed into the log forever; a live secret must never get there.
+pub fn contains_secret_like(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("klk_") || lower.contains("klp_") {
+        return true;
+    }
+    let tail = BODY_LEN + CHECKSUM_LEN;
+    text.as_bytes()
+        .split(|b| !b.is_ascii_alphanumeric())
+        .filter(|run| run.len() >= tail)
+        .any(|run| {
+            run.windows(tail).any(|window| {
+                [SecretKind::ApiKey, SecretKind::Pat].iter().any(|kind| {
+                    let mut candidate = Vec::with_capacity(SECRET_LEN);
+                    candidate.extend_from_slice(kind.prefix().as_bytes());
+                    candidate.extend_from_slice(window);
+                    let (head, sum) = candidate.split_at(PREFIX_LEN + BODY_LEN);
+                    checksum(head).as_bytes() == sum
+                })
+            })
+        })
+}
+
 /// Six base62 digits of the CRC32 (IEEE) of `head`, most significant first, zero-padded.
 fn checksum(head: &[u8]) -> String {
     let mut value = u64::from(crc32fast::hash(head));
@@ -293,6 +319,38 @@ mod tests {
             &format!("klp_{}é", &s[4..51]),
         ] {
             assert_eq!(parse(bad), Err(SecretError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secret_shaped_text_is_recognised() {
+        let key = PlainSecret::generate(SecretKind::ApiKey).expect("rng");
+        let pat = PlainSecret::generate(SecretKind::Pat).expect("rng");
+        let k = key.expose();
+        let p = pat.expose();
+        for text in [
+            k.to_string(),
+            p.to_string(),
+            format!("ci key {k} (prod)"),
+            k.to_uppercase(),
+            format!("KLK_{}", &k[4..]),
+            format!("xyz_{}", &k[4..]),
+            k[4..].to_string(),
+            format!("see:{}!", &p[4..]),
+            "klk_".to_string(),
+            "my Klp_ token".to_string(),
+        ] {
+            assert!(contains_secret_like(&text), "{text:?}");
+        }
+        for text in [
+            "ci-bot",
+            "chat frontend (prod)",
+            &"a".repeat(100),
+            &k[4..52],
+            "kl k_ klk-",
+            "ada@example.org",
+        ] {
+            assert!(!contains_secret_like(text), "{text:?}");
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod events;
 mod state;
+pub mod text;
 mod types;
 
 pub use events::{Actor, ActorKind, Entry, EventData, Stream};
@@ -35,6 +36,8 @@ pub enum DomainError {
     RoleNotForApiKeys,
     #[error("email must contain '@' with text on both sides")]
     InvalidEmail,
+    #[error("email {0}")]
+    UnsafeEmail(&'static str),
     #[error("timestamp must be RFC 3339, e.g. 2027-01-31T00:00:00Z")]
     InvalidTimestamp,
     #[error("expiry must be in the future")]
@@ -43,10 +46,10 @@ pub enum DomainError {
     GraceTooLong,
     #[error("token lifetime must be between 1 and 365 days")]
     InvalidLifetime,
-    #[error("an active API key is already named {0:?}")]
-    NameTaken(String),
-    #[error("an active user already has the email {0:?}")]
-    EmailTaken(String),
+    #[error("another live API key already has this name (names compare ignoring case and width)")]
+    NameTaken,
+    #[error("an active user already has this email")]
+    EmailTaken,
     #[error("no API key with this id")]
     KeyNotFound,
     #[error("this API key is deleted; deleted keys cannot change")]
@@ -61,6 +64,10 @@ pub enum DomainError {
     TokenRevoked,
     #[error("the resource is at version {actual}, not {expected}")]
     VersionMismatch { expected: u64, actual: u64 },
+    #[error(
+        "this would leave no active admin credential; create another admin key first (a stopped server can be recovered with `keyledger recover-admin`)"
+    )]
+    LastAdmin,
     #[error("the ledger is already initialized")]
     AlreadyInitialized,
     #[error("the ledger is not initialized")]
@@ -209,6 +216,9 @@ pub fn decide(
                     return Err(DomainError::RoleNotForApiKeys);
                 }
                 if role != key.role {
+                    if role != Role::Admin {
+                        keeps_an_admin(state, now, &[*key_id])?;
+                    }
                     out.push(EventData::ApiKeyRoleChanged(ApiKeyRoleChanged {
                         key_id: *key_id,
                         from: key.role,
@@ -255,6 +265,7 @@ pub fn decide(
             if key.disabled {
                 return Ok(vec![]);
             }
+            keeps_an_admin(state, now, &[*key_id])?;
             Ok(vec![EventData::ApiKeyDisabled(status_change(
                 *key_id, "active", "disabled",
             ))])
@@ -270,6 +281,7 @@ pub fn decide(
         }
         Command::DeleteApiKey { key_id, if_match } => {
             let key = live_key(state, *key_id, *if_match)?;
+            keeps_an_admin(state, now, &[*key_id])?;
             let from = if key.disabled { "disabled" } else { "active" };
             Ok(vec![EventData::ApiKeyDeleted(status_change(
                 *key_id, from, "deleted",
@@ -280,12 +292,13 @@ pub fn decide(
             email,
             role,
         } => {
+            let wanted = text::fold(email.as_str());
             let taken = state
                 .users
                 .values()
-                .any(|u| u.status == UserStatus::Active && u.email == email.as_str());
+                .any(|u| u.status == UserStatus::Active && text::fold(&u.email) == wanted);
             if taken {
-                return Err(DomainError::EmailTaken(email.as_str().to_string()));
+                return Err(DomainError::EmailTaken);
             }
             Ok(vec![EventData::UserRegistered(UserRegistered {
                 user_id: *user_id,
@@ -302,6 +315,9 @@ pub fn decide(
             if user.role == *role {
                 return Ok(vec![]);
             }
+            if *role != Role::Admin {
+                keeps_an_admin(state, now, &state.pats_by_user.get(user_id).cloned().unwrap_or_default())?;
+            }
             Ok(vec![EventData::UserRoleChanged(UserRoleChanged {
                 user_id: *user_id,
                 from: user.role,
@@ -310,6 +326,11 @@ pub fn decide(
         }
         Command::DeactivateUser { user_id, if_match } => {
             active_user(state, *user_id, *if_match)?;
+            keeps_an_admin(
+                state,
+                now,
+                &state.pats_by_user.get(user_id).cloned().unwrap_or_default(),
+            )?;
             let mut out = vec![EventData::UserDeactivated(UserDeactivated {
                 user_id: *user_id,
                 from: "active".into(),
@@ -356,6 +377,7 @@ pub fn decide(
             if pat.revoked {
                 return Err(DomainError::TokenRevoked);
             }
+            keeps_an_admin(state, now, &[*token_id])?;
             Ok(vec![EventData::PatRevoked(PatRevoked {
                 token_id: *token_id,
                 user_id: pat.user_id,
@@ -387,11 +409,21 @@ fn check_future(expires_at: Option<Timestamp>, now: Timestamp) -> Result<(), Dom
 
 fn check_name_free(state: &State, name: &KeyName, except: Option<Uuid>) -> Result<(), DomainError> {
     match state.key_names.get(&name.folded()) {
-        Some(owner) if Some(*owner) != except => {
-            Err(DomainError::NameTaken(name.as_str().to_string()))
-        }
+        Some(owner) if Some(*owner) != except => Err(DomainError::NameTaken),
         _ => Ok(()),
     }
+}
+
+/// Refuses a change that would take away the last active admin credential: with no admin,
+/// nobody could ever administer the log again. `removed` are the credentials (API key or
+/// PAT ids) the change disables; those that are not active admin credentials are ignored.
+fn keeps_an_admin(state: &State, now: Timestamp, removed: &[Uuid]) -> Result<(), DomainError> {
+    let mut admins = state.admin_credentials(now);
+    let takes_one = admins.clone().any(|id| removed.contains(&id));
+    if takes_one && admins.all(|id| removed.contains(&id)) {
+        return Err(DomainError::LastAdmin);
+    }
+    Ok(())
 }
 
 fn check_version(actual: u64, if_match: Option<u64>) -> Result<(), DomainError> {

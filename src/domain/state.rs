@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::events::{Entry, EventData, Stream};
+use super::text;
 use super::{Role, Timestamp};
 use crate::crypto::secret::SecretSha256;
 
@@ -178,7 +179,7 @@ pub struct State {
     pub api_keys: HashMap<Uuid, ApiKey>,
     pub users: HashMap<Uuid, User>,
     pub pats: HashMap<Uuid, Pat>,
-    /// Case-folded names of keys that are not deleted.
+    /// Names of keys that are not deleted, folded by [`text::fold`].
     pub key_names: HashMap<String, Uuid>,
     /// Each user's tokens in creation order (an index over `pats`).
     pub pats_by_user: HashMap<Uuid, Vec<Uuid>>,
@@ -200,6 +201,24 @@ impl State {
             .get(&user_id)
             .map(|ids| ids.iter().filter_map(|id| self.pats.get(id)).collect())
             .unwrap_or_default()
+    }
+
+    /// Ids of the credentials that can administer the log at `now`: active admin API keys
+    /// and the active tokens of active admin users.
+    pub fn admin_credentials(&self, now: Timestamp) -> impl Iterator<Item = Uuid> + Clone + '_ {
+        let keys = self
+            .api_keys
+            .values()
+            .filter(move |k| k.role == Role::Admin && k.status(now) == KeyStatus::Active)
+            .map(|k| k.id);
+        let tokens = self
+            .users
+            .values()
+            .filter(|u| u.role == Role::Admin && u.status == UserStatus::Active)
+            .flat_map(|u| self.pats_of(u.id))
+            .filter(move |p| p.status(now) == PatStatus::Active)
+            .map(|p| p.id);
+        keys.chain(tokens)
     }
 
     /// API keys, oldest first.
@@ -236,7 +255,7 @@ impl State {
                 self.public_key = Some(d.to.clone());
             }
             EventData::ApiKeyCreated(d) => {
-                self.key_names.insert(d.name.to_lowercase(), d.key_id);
+                self.key_names.insert(text::fold(&d.name), d.key_id);
                 self.credentials
                     .insert(d.secret_sha256, CredentialRef::ApiKey(d.key_id));
                 self.api_keys.insert(
@@ -262,8 +281,8 @@ impl State {
             }
             EventData::ApiKeyRenamed(d) => {
                 if let Some(key) = self.api_keys.get_mut(&d.key_id) {
-                    self.key_names.remove(&key.name.to_lowercase());
-                    self.key_names.insert(d.to.to_lowercase(), d.key_id);
+                    self.key_names.remove(&text::fold(&key.name));
+                    self.key_names.insert(text::fold(&d.to), d.key_id);
                     key.name = d.to.clone();
                     key.updated_at = at;
                     key.version = version;
@@ -310,7 +329,7 @@ impl State {
                 if let Some(key) = self.api_keys.get_mut(&d.key_id) {
                     // The name is free again; the hashes stay indexed so a deleted key's
                     // secret answers REVOKED rather than NOT_FOUND.
-                    self.key_names.remove(&key.name.to_lowercase());
+                    self.key_names.remove(&text::fold(&key.name));
                     key.deleted = true;
                     key.updated_at = at;
                     key.version = version;

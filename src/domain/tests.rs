@@ -89,6 +89,7 @@ impl Then {
 // Fixtures
 // ---------------------------------------------------------------------------------------
 
+const BOOTSTRAP: Uuid = Uuid::from_u128(0xA0);
 const KEY: Uuid = Uuid::from_u128(0xA1);
 const OTHER_KEY: Uuid = Uuid::from_u128(0xA2);
 const USER: Uuid = Uuid::from_u128(0xB1);
@@ -312,9 +313,12 @@ fn create_pat(token_id: Uuid, user_id: Uuid, expires_at: Option<Timestamp>) -> C
 }
 
 /// A ledger with one live admin key named "ci", expiring in a day.
+/// A ledger with an admin key "ci" expiring in a day, beside the bootstrap admin key (so
+/// that "ci" is never the last admin).
 fn with_key() -> Vec<EventData> {
     vec![
         genesis(),
+        key_created(BOOTSTRAP, "bootstrap-admin", Role::Admin, None),
         key_created(KEY, "ci", Role::Admin, Some(at(86_400))),
     ]
 }
@@ -470,14 +474,14 @@ fn create_api_key_accepts_expiry_one_second_ahead() {
 fn create_api_key_refuses_name_of_a_live_key() {
     given(with_key())
         .when(create_key(OTHER_KEY, "ci", Role::Basic, None), now())
-        .then_error(DomainError::NameTaken("ci".into()));
+        .then_error(DomainError::NameTaken);
 }
 
 #[test]
 fn create_api_key_name_check_ignores_case() {
     given(with_key())
         .when(create_key(OTHER_KEY, "CI", Role::Basic, None), now())
-        .then_error(DomainError::NameTaken("CI".into()));
+        .then_error(DomainError::NameTaken);
 }
 
 #[test]
@@ -486,7 +490,7 @@ fn create_api_key_refuses_name_of_a_disabled_key() {
     history.push(key_disabled(KEY));
     given(history)
         .when(create_key(OTHER_KEY, "ci", Role::Basic, None), now())
-        .then_error(DomainError::NameTaken("ci".into()));
+        .then_error(DomainError::NameTaken);
 }
 
 #[test]
@@ -496,7 +500,7 @@ fn create_api_key_refuses_name_of_an_expired_key() {
         key_created(KEY, "ci", Role::Admin, Some(at(-60))),
     ])
     .when(create_key(OTHER_KEY, "ci", Role::Basic, None), now())
-    .then_error(DomainError::NameTaken("ci".into()));
+    .then_error(DomainError::NameTaken);
 }
 
 #[test]
@@ -633,7 +637,7 @@ fn update_refuses_rename_to_another_live_keys_name() {
     history.push(key_created(OTHER_KEY, "deploy", Role::Basic, None));
     given(history)
         .when(update(KEY, rename_to("deploy"), None), now())
-        .then_error(DomainError::NameTaken("deploy".into()));
+        .then_error(DomainError::NameTaken);
 }
 
 #[test]
@@ -642,7 +646,7 @@ fn update_refuses_rename_to_another_live_keys_name_in_other_case() {
     history.push(key_created(OTHER_KEY, "deploy", Role::Basic, None));
     given(history)
         .when(update(KEY, rename_to("DePloy"), None), now())
-        .then_error(DomainError::NameTaken("DePloy".into()));
+        .then_error(DomainError::NameTaken);
 }
 
 #[test]
@@ -1041,7 +1045,7 @@ fn register_user() {
 fn register_user_refuses_email_of_an_active_user() {
     given(with_user())
         .when(register(OTHER_USER, "ADA@example.org", Role::Admin), now())
-        .then_error(DomainError::EmailTaken("ada@example.org".into()));
+        .then_error(DomainError::EmailTaken);
 }
 
 #[test]
@@ -1757,4 +1761,173 @@ fn applying_an_already_applied_entry_is_a_no_op() {
     assert_eq!(state.size, 5);
     assert_eq!(state.last_at, Some(at(50)));
     assert_eq!(state.api_keys[&KEY].status(now()), KeyStatus::Deleted);
+}
+
+// ---------------------------------------------------------------------------------------
+// The last admin credential
+// ---------------------------------------------------------------------------------------
+
+/// A fresh log: genesis and the bootstrap admin key, the only admin credential.
+fn with_bootstrap_only() -> Vec<EventData> {
+    vec![
+        genesis(),
+        key_created(BOOTSTRAP, "bootstrap-admin", Role::Admin, None),
+    ]
+}
+
+#[test]
+fn the_last_admin_key_cannot_be_disabled_deleted_or_demoted() {
+    let state = given(with_bootstrap_only());
+    state
+        .when(disable(BOOTSTRAP, None), now())
+        .then_error(DomainError::LastAdmin);
+    state
+        .when(delete(BOOTSTRAP, None), now())
+        .then_error(DomainError::LastAdmin);
+    for role in [Role::Basic, Role::Limited] {
+        let changes = KeyChanges {
+            role: Some(role),
+            ..KeyChanges::default()
+        };
+        state
+            .when(update(BOOTSTRAP, changes, None), now())
+            .then_error(DomainError::LastAdmin);
+    }
+    // What keeps it an admin credential is still allowed.
+    state
+        .when(update(BOOTSTRAP, rename_to("root"), None), now())
+        .then_events(vec![key_renamed(BOOTSTRAP, "bootstrap-admin", "root")]);
+}
+
+#[test]
+fn a_second_admin_key_frees_the_first() {
+    let mut history = with_bootstrap_only();
+    history.push(key_created(KEY, "ci", Role::Admin, None));
+    given(history)
+        .when(delete(BOOTSTRAP, None), now())
+        .then_events(vec![key_deleted(BOOTSTRAP, "active")]);
+}
+
+#[test]
+fn disabled_or_expired_admin_keys_do_not_count() {
+    let mut history = with_bootstrap_only();
+    history.push(key_created(KEY, "ci", Role::Admin, Some(at(60))));
+    history.push(key_created(OTHER_KEY, "cd", Role::Admin, None));
+    history.push(key_disabled(OTHER_KEY));
+    let state = given(history);
+    // At now + 120 s, "ci" has expired and "cd" is disabled: the bootstrap key is the last.
+    state
+        .when(delete(BOOTSTRAP, None), at(120))
+        .then_error(DomainError::LastAdmin);
+    // Before "ci" expires, it still counts.
+    state
+        .when(delete(BOOTSTRAP, None), now())
+        .then_events(vec![key_deleted(BOOTSTRAP, "active")]);
+}
+
+#[test]
+fn an_admin_users_token_counts_as_an_admin_credential() {
+    let mut history = with_bootstrap_only();
+    history.push(user_registered(USER, "ada@example.org", Role::Admin));
+    history.push(pat_created(PAT, USER, None));
+    given(history)
+        .when(delete(BOOTSTRAP, None), now())
+        .then_events(vec![key_deleted(BOOTSTRAP, "active")]);
+
+    // With the key gone, the token is the last: it cannot be revoked, nor its user demoted
+    // or deactivated.
+    let mut history = with_bootstrap_only();
+    history.push(user_registered(USER, "ada@example.org", Role::Admin));
+    history.push(pat_created(PAT, USER, None));
+    history.push(key_deleted(BOOTSTRAP, "active"));
+    let last = given(history);
+    last
+        .when(revoke(PAT, None), now())
+        .then_error(DomainError::LastAdmin);
+    last
+        .when(change_role(USER, Role::Basic, None), now())
+        .then_error(DomainError::LastAdmin);
+    last
+        .when(deactivate(USER, None), now())
+        .then_error(DomainError::LastAdmin);
+    // A non-admin user's token is never an admin credential.
+    let mut history = with_bootstrap_only();
+    history.push(user_registered(OTHER_USER, "bob@example.org", Role::Basic));
+    history.push(pat_created(OTHER_PAT, OTHER_USER, None));
+    given(history)
+        .when(revoke(OTHER_PAT, None), now())
+        .then_events(vec![EventData::PatRevoked(PatRevoked {
+            token_id: OTHER_PAT,
+            user_id: OTHER_USER,
+            from: "active".into(),
+            to: "revoked".into(),
+            reason: "revoked".into(),
+        })]);
+}
+
+#[test]
+fn an_admin_user_without_tokens_is_not_a_credential() {
+    // Registering an admin user gives no credential until a token is issued, so it does
+    // not free the bootstrap key.
+    let mut history = with_bootstrap_only();
+    history.push(user_registered(USER, "ada@example.org", Role::Admin));
+    given(history)
+        .when(disable(BOOTSTRAP, None), now())
+        .then_error(DomainError::LastAdmin);
+}
+
+// ---------------------------------------------------------------------------------------
+// Free text: names and emails
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn names_refuse_invisible_and_secret_shaped_text() {
+    let secret = crate::crypto::secret::PlainSecret::generate(
+        crate::crypto::secret::SecretKind::ApiKey,
+    )
+    .expect("rng");
+    for raw in [
+        "c\u{200b}i".to_string(),
+        "\u{feff}ci".to_string(),
+        "admin\u{202e}gnp.exe".to_string(),
+        "\u{200b}\u{200b}".to_string(),
+        secret.expose().to_string(),
+        format!("prod {}", &secret.expose()[4..]),
+    ] {
+        assert!(
+            matches!(KeyName::parse(&raw), Err(DomainError::InvalidName(_))),
+            "{raw:?}"
+        );
+    }
+    assert!(matches!(
+        Email::parse(&format!("{}@example.org", &secret.expose()[..10])),
+        Err(DomainError::UnsafeEmail(_))
+    ));
+    assert!(matches!(
+        Email::parse("ad\u{200b}a@example.org"),
+        Err(DomainError::UnsafeEmail(_))
+    ));
+}
+
+#[test]
+fn names_collide_after_width_and_case_folding() {
+    let state = given(with_key());
+    for taken in ["ｃｉ", "CI", "Ｃi"] {
+        state
+            .when(create_key(OTHER_KEY, taken, Role::Basic, None), now())
+            .then_error(DomainError::NameTaken);
+    }
+    state
+        .when(create_key(OTHER_KEY, "ci2", Role::Basic, None), now())
+        .then_events(vec![key_created(OTHER_KEY, "ci2", Role::Basic, None)]);
+}
+
+#[test]
+fn emails_collide_after_folding() {
+    let mut history = with_user();
+    history.push(user_registered(OTHER_USER, "ｂｏｂ@example.org", Role::Basic));
+    let state = given(history);
+    state
+        .when(register(UNKNOWN, "bob@example.org", Role::Basic), now())
+        .then_error(DomainError::EmailTaken);
 }

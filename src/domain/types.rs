@@ -9,7 +9,7 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::DomainError;
+use super::{DomainError, text};
 
 /// What a principal may do. API keys take `admin`, `basic` or `limited`; users take any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,7 +65,8 @@ impl fmt::Display for Role {
 /// Longest name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
 
-/// A key or token name: trimmed, 1 to 100 characters, no control characters.
+/// A key or token name: trimmed, 1 to 100 characters, none of the characters or secret
+/// shapes [`text::refusal`] refuses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct KeyName(String);
@@ -83,10 +84,8 @@ impl KeyName {
                 "name must be at most {MAX_NAME_CHARS} characters"
             )));
         }
-        if name.chars().any(char::is_control) {
-            return Err(DomainError::InvalidName(
-                "name must not contain control characters".into(),
-            ));
+        if let Some(why) = text::refusal(name) {
+            return Err(DomainError::InvalidName(format!("name {why}")));
         }
         Ok(KeyName(name.to_string()))
     }
@@ -96,10 +95,11 @@ impl KeyName {
         &self.0
     }
 
-    /// The form used for uniqueness: names differing only in case are the same name, so
-    /// "CI" and "ci" cannot both be live and confuse whoever reads the audit trail.
+    /// The form used for uniqueness ([`text::fold`]): names differing only in case or
+    /// width are the same name, so "CI", "ｃｉ" and "ci" cannot all be live and confuse
+    /// whoever reads the audit trail.
     pub fn folded(&self) -> String {
-        self.0.to_lowercase()
+        text::fold(&self.0)
     }
 }
 
@@ -113,6 +113,9 @@ impl Email {
     /// needs a stable, human-recognisable identifier.
     pub fn parse(raw: &str) -> Result<Email, DomainError> {
         let email = raw.trim().to_lowercase();
+        if let Some(why) = text::refusal(&email) {
+            return Err(DomainError::UnsafeEmail(why));
+        }
         let valid = email.len() <= 254
             && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));

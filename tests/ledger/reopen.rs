@@ -300,7 +300,7 @@ async fn reopen_restores_state_and_checkpoint() {
         )
         .await;
     assert!(
-        matches!(taken, Err(LedgerError::Domain(DomainError::NameTaken(_)))),
+        matches!(taken, Err(LedgerError::Domain(DomainError::NameTaken))),
         "{taken:?}"
     );
     let receipt = run(
