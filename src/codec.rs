@@ -9,7 +9,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Format version of snapshots written by this build.
+/// Format version of snapshots written by this build. 2: key names are indexed under their
+/// NFKC + case-folded form, so a format-1 snapshot (lowercased only) is replayed instead.
 pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// Why bytes could not be decoded.

@@ -81,6 +81,8 @@ async fn reopen_restores_state_and_checkpoint() {
     let p3 = Uuid::from_u128(0xc3);
     let now = ledger.clock().now();
 
+    // An admin key left alone, so that demoting "alpha" does not take the last admin.
+    run(&ledger, create_key(Uuid::from_u128(0xa0), "root", Role::Admin)).await;
     run(&ledger, create_key(k1, "alpha", Role::Admin)).await;
     run(&ledger, create_key(k2, "beta", Role::Basic)).await;
     run(&ledger, create_key(k3, "gamma", Role::Limited)).await;
@@ -221,7 +223,7 @@ async fn reopen_restores_state_and_checkpoint() {
     let checkpoint_before = ledger.checkpoint();
     assert_eq!(before.size, checkpoint_before.checkpoint.size);
     assert!(before.size >= 20, "size {}", before.size);
-    assert_eq!(before.api_keys.len(), 4);
+    assert_eq!(before.api_keys.len(), 5);
     assert_eq!(before.users.len(), 2);
     assert_eq!(before.pats.len(), 3);
     let alpha = ledger.read(|s| s.api_keys[&k1].clone());
