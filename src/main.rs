@@ -1,16 +1,17 @@
 //! The `keyledger` command: parse the command line, set up logging, run.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use keyledger::domain::SystemClock;
-use keyledger::http::{AppState, ServerConfig};
+use keyledger::http::{AppState, HttpLimits, ServerConfig};
 use keyledger::policy::Policy;
 use keyledger::server;
-use keyledger::store::SledStore;
 
 #[derive(Parser)]
 #[command(
@@ -19,30 +20,60 @@ use keyledger::store::SledStore;
     about = "Event-sourced, signed ledger for API keys and service accounts"
 )]
 struct Cli {
+    /// Log format: `json` (one object per line), `text`, or `auto` (text on a terminal,
+    /// JSON otherwise). Logs go to standard error.
+    #[arg(long, env = "KEYLEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the log and the signing key live.
+    #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Host-application policy file (JSON; see schemas/policy.schema.json).
+    #[arg(long, env = "KEYLEDGER_POLICY")]
+    policy: Option<PathBuf>,
+    /// Checkpoint origin of a new log (fixed once the log exists).
+    #[arg(long, env = "KEYLEDGER_ORIGIN")]
+    origin: Option<String>,
+    /// Length of an activity window, in seconds.
+    #[arg(long, env = "KEYLEDGER_ACTIVITY_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    activity_window: u64,
+    /// Seconds to keep serving after SIGTERM with /readyz at 503, so load balancers drain
+    /// (a second signal ends it).
+    #[arg(long, env = "KEYLEDGER_SHUTDOWN_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_grace: u64,
+    /// Seconds a client has to send a complete request head (also the keep-alive idle limit).
+    #[arg(long, env = "KEYLEDGER_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// Seconds a client has to send a request body.
+    #[arg(long, env = "KEYLEDGER_BODY_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_read_timeout: u64,
+    /// Seconds from a request's head to its response's head before it is answered 503.
+    #[arg(long, env = "KEYLEDGER_REQUEST_DEADLINE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_deadline: u64,
+    /// Connections served at once; one more is answered 503 and closed.
+    #[arg(long, env = "KEYLEDGER_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the HTTP API (creates the log and a bootstrap admin key on an empty data dir).
-    Serve {
-        /// Where the log and the signing key live.
-        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
-        data_dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// Host-application policy file (JSON; see schemas/policy.schema.json).
-        #[arg(long, env = "KEYLEDGER_POLICY")]
-        policy: Option<PathBuf>,
-        /// Checkpoint origin of a new log (fixed once the log exists).
-        #[arg(long, env = "KEYLEDGER_ORIGIN")]
-        origin: Option<String>,
-        /// Length of an activity window, in seconds.
-        #[arg(long, env = "KEYLEDGER_ACTIVITY_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        activity_window: u64,
-    },
+    Serve(ServeArgs),
     /// Verify an exported log offline: signatures, seq chain, stream versions, Merkle root.
     Verify {
         /// The export (NDJSON, one entry per line, starting at seq 0).
@@ -60,31 +91,30 @@ enum Cmd {
         #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
         data_dir: PathBuf,
     },
+    /// Break glass: on a stopped server, append a signed `system` event creating a new
+    /// admin API key and print its secret once.
+    RecoverAdmin {
+        /// The stopped server's data dir.
+        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+        data_dir: PathBuf,
+        /// Name of the new key (default `recovery-admin-<UTC time>`).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
-        Cmd::Serve {
-            data_dir,
-            listen,
-            policy,
-            origin,
-            activity_window,
-        } => run_serve(data_dir, listen, policy, origin, activity_window),
+        Cmd::Serve(args) => run_serve(args),
         Cmd::Verify {
             file,
             vkey,
             checkpoint,
         } => run_verify(file, vkey, checkpoint),
         Cmd::Check { data_dir } => run_check(data_dir),
+        Cmd::RecoverAdmin { data_dir, name } => run_recover_admin(data_dir, name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,48 +125,101 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_serve(
-    data_dir: PathBuf,
-    listen: String,
-    policy: Option<PathBuf>,
-    origin: Option<String>,
-    activity_window: u64,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let policy = match &policy {
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`); colours only on a
+/// terminal.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let terminal = std::io::stderr().is_terminal();
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.with_ansi(terminal).init();
+    }
+}
+
+/// Files and directories keyledger creates are private to its user (0600 and 0700): the
+/// log holds names, emails and secret hashes, and sled creates files as the umask says.
+fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    private_umask();
+    // Everything that can be refused is checked before anything is created, so a failed
+    // start leaves the data dir untouched (and a bootstrap secret is never printed by a
+    // start that then fails).
+    let policy = match &args.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),
     };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let shutdown = server::shutdown_signal().context("installing signal handlers")?;
-        let clock = Arc::new(SystemClock);
-        let (ledger, bootstrap) = server::open_ledger(&data_dir, origin.as_deref(), clock).await?;
-        if let Some(bootstrap) = &bootstrap {
-            println!("{}", bootstrap_banner(bootstrap));
-        }
-        let listener = tokio::net::TcpListener::bind(&listen)
+        let shutdown = server::Shutdown::on_signals().context("installing signal handlers")?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
-            .with_context(|| format!("listening on {listen}"))?;
+            .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the listening address")?;
-        println!("keyledger listening on http://{addr} (data dir {})", data_dir.display());
+        let clock = Arc::new(SystemClock);
+        let (ledger, bootstrap) =
+            server::open_ledger(&args.data_dir, args.origin.as_deref(), clock).await?;
+        if let Some(bootstrap) = &bootstrap {
+            println!("{}", banner("a new log and a bootstrap", bootstrap));
+        }
+        println!(
+            "keyledger listening on http://{addr} (data dir {})",
+            args.data_dir.display()
+        );
         tracing::info!(%addr, origin = ledger.origin(), size = ledger.checkpoint().checkpoint.size, "serving");
         let config = ServerConfig {
-            activity_window_secs: activity_window,
+            activity_window_secs: args.activity_window,
+            http: HttpLimits {
+                header_read_timeout: Duration::from_secs(args.header_read_timeout),
+                body_read_timeout: Duration::from_secs(args.body_read_timeout),
+                request_deadline: Duration::from_secs(args.request_deadline),
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            },
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
         };
         let state = AppState::new(ledger, config, policy);
         server::serve(listener, state, shutdown).await
     })
 }
 
-fn bootstrap_banner(bootstrap: &server::Bootstrap) -> String {
+fn banner(what: &str, key: &server::Bootstrap) -> String {
     let rule = "=".repeat(78);
     format!(
-        "{rule}\n  keyledger created a new log and a bootstrap ADMIN API key.\n  \
+        "{rule}\n  keyledger created {what} ADMIN API key.\n  \
          This secret is shown ONCE and is not stored anywhere. Copy it now.\n\n  \
          key id: {}\n  secret: {}\n{rule}",
-        bootstrap.key_id,
-        bootstrap.secret.expose()
+        key.key_id,
+        key.secret.expose()
     )
+}
+
+fn run_recover_admin(data_dir: PathBuf, name: Option<String>) -> anyhow::Result<()> {
+    private_umask();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let key = runtime.block_on(server::recover_admin(
+        &data_dir,
+        name.as_deref(),
+        Arc::new(SystemClock),
+    ))?;
+    eprintln!("warning: the secret below is shown once; store it, then start the server");
+    println!("{}", banner("a recovery", &key));
+    Ok(())
 }
 
 fn run_check(data_dir: PathBuf) -> anyhow::Result<()> {
@@ -148,13 +231,7 @@ fn run_check(data_dir: PathBuf) -> anyhow::Result<()> {
         );
     }
     let (signer, _) = keyledger::ledger::load_or_create(&data_dir, None, server::DEFAULT_ORIGIN)?;
-    let log_dir = data_dir.join(server::LOG_DIR);
-    let store = SledStore::open(&log_dir).with_context(|| {
-        format!(
-            "opening {} (is a server still running on it?)",
-            log_dir.display()
-        )
-    })?;
+    let store = server::open_store(&data_dir)?;
     let report = keyledger::ledger::check(&store, &signer)?;
     println!(
         "ok: {} entries, every signature, version and the Merkle root check",
@@ -165,7 +242,6 @@ fn run_check(data_dir: PathBuf) -> anyhow::Result<()> {
 }
 
 fn run_verify(file: PathBuf, vkey: String, checkpoint: Option<PathBuf>) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
     let note = checkpoint
         .as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))

@@ -316,7 +316,11 @@ pub fn decide(
                 return Ok(vec![]);
             }
             if *role != Role::Admin {
-                keeps_an_admin(state, now, &state.pats_by_user.get(user_id).cloned().unwrap_or_default())?;
+                keeps_an_admin(
+                    state,
+                    now,
+                    &state.pats_by_user.get(user_id).cloned().unwrap_or_default(),
+                )?;
             }
             Ok(vec![EventData::UserRoleChanged(UserRoleChanged {
                 user_id: *user_id,

@@ -1841,14 +1841,11 @@ fn an_admin_users_token_counts_as_an_admin_credential() {
     history.push(pat_created(PAT, USER, None));
     history.push(key_deleted(BOOTSTRAP, "active"));
     let last = given(history);
-    last
-        .when(revoke(PAT, None), now())
+    last.when(revoke(PAT, None), now())
         .then_error(DomainError::LastAdmin);
-    last
-        .when(change_role(USER, Role::Basic, None), now())
+    last.when(change_role(USER, Role::Basic, None), now())
         .then_error(DomainError::LastAdmin);
-    last
-        .when(deactivate(USER, None), now())
+    last.when(deactivate(USER, None), now())
         .then_error(DomainError::LastAdmin);
     // A non-admin user's token is never an admin credential.
     let mut history = with_bootstrap_only();
@@ -1882,10 +1879,9 @@ fn an_admin_user_without_tokens_is_not_a_credential() {
 
 #[test]
 fn names_refuse_invisible_and_secret_shaped_text() {
-    let secret = crate::crypto::secret::PlainSecret::generate(
-        crate::crypto::secret::SecretKind::ApiKey,
-    )
-    .expect("rng");
+    let secret =
+        crate::crypto::secret::PlainSecret::generate(crate::crypto::secret::SecretKind::ApiKey)
+            .expect("rng");
     for raw in [
         "c\u{200b}i".to_string(),
         "\u{feff}ci".to_string(),
@@ -1925,7 +1921,11 @@ fn names_collide_after_width_and_case_folding() {
 #[test]
 fn emails_collide_after_folding() {
     let mut history = with_user();
-    history.push(user_registered(OTHER_USER, "ｂｏｂ@example.org", Role::Basic));
+    history.push(user_registered(
+        OTHER_USER,
+        "ｂｏｂ@example.org",
+        Role::Basic,
+    ));
     let state = given(history);
     state
         .when(register(UNKNOWN, "bob@example.org", Role::Basic), now())

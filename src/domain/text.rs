@@ -66,7 +66,13 @@ mod tests {
         ] {
             assert!(refusal(text).is_some(), "{text:?}");
         }
-        for text in ["ci", "chat frontend (prod)", "Zürich ✓", "日本語のキー", "ｃｉ"] {
+        for text in [
+            "ci",
+            "chat frontend (prod)",
+            "Zürich ✓",
+            "日本語のキー",
+            "ｃｉ",
+        ] {
             assert_eq!(refusal(text), None, "{text:?}");
         }
     }

@@ -12,6 +12,7 @@ use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 
+use super::observe::RequestContext;
 use super::{ApiError, AppState};
 use crate::access::{self, Principal, PrincipalKind, VerifyCode};
 use crate::domain::Role;
@@ -74,8 +75,12 @@ impl<R: RoleRule> FromRequestParts<AppState> for Caller<R> {
             .get::<MatchedPath>()
             .map_or("(unmatched)", MatchedPath::as_str);
         let method = parts.method.as_str();
+        let context = parts.extensions.get::<RequestContext>();
         match state.ledger.read(|s| access::authenticate(s, secret, now)) {
             Ok(principal) => {
+                if let Some(context) = context {
+                    context.set_principal(principal.id);
+                }
                 let allowed = R::ROLES.contains(&principal.role);
                 let outcome = if allowed {
                     VerifyCode::Valid
@@ -101,6 +106,9 @@ impl<R: RoleRule> FromRequestParts<AppState> for Caller<R> {
             }
             Err(refusal) => {
                 if let Some((credential, principal)) = refusal.credential {
+                    if let Some(context) = context {
+                        context.set_principal(principal);
+                    }
                     state
                         .activity
                         .record(credential, principal, method, route, refusal.code, now);

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use super::connections::HttpLimits;
 use super::error::redact;
+use super::observe::RequestContext;
 
 /// `Path` with JSON rejections: a malformed id is a 404, like an unknown one.
 pub struct AppPath<T>(pub T);
@@ -41,9 +43,24 @@ where
     }
 }
 
-/// Reads the whole body within the router's limit; over it is a JSON 413.
+/// Reads the whole body within the router's limit (over it is a JSON 413) and within the
+/// request's body timeout (past it, a JSON 408: a client that declares a body and never
+/// sends it does not hold the connection).
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let timeout = req
+        .extensions()
+        .get::<RequestContext>()
+        .map_or(HttpLimits::default().body_read_timeout, |c| c.body_timeout);
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            )
+        })?;
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

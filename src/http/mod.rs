@@ -5,19 +5,24 @@
 mod admin;
 mod audit;
 mod auth;
+pub mod connections;
 pub mod error;
 mod extract;
 mod me;
+pub mod observe;
 mod routes;
 mod ui;
 mod verify;
 mod views;
 
 pub use auth::{AdminOnly, AnyRole, AuditReader, Caller, RoleRule};
+pub use connections::HttpLimits;
 pub use error::ApiError;
 pub use routes::router;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
@@ -40,6 +45,8 @@ pub struct AppState {
     pub activity: Arc<ActivityTracker>,
     /// Which role may call which host-application endpoint.
     pub policy: Arc<Policy>,
+    /// Set when a shutdown has begun: `/readyz` answers 503 so load balancers drain.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -50,7 +57,13 @@ impl AppState {
             config: Arc::new(config),
             activity: Arc::new(ActivityTracker::new()),
             policy: Arc::new(policy),
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -59,12 +72,19 @@ impl AppState {
 pub struct ServerConfig {
     /// How long an activity window lasts, in seconds.
     pub activity_window_secs: u64,
+    /// Timeouts and the connection limit of the HTTP layer.
+    pub http: HttpLimits,
+    /// How long the server keeps serving after a shutdown signal, with `/readyz` at 503,
+    /// so that load balancers take it out of rotation before it stops.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             activity_window_secs: 60,
+            http: HttpLimits::default(),
+            shutdown_grace: Duration::ZERO,
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use super::{ApiError, AppState, MAX_BODY_BYTES, admin, audit, me, verify};
+use crate::metrics::{Snapshot, StatusCounts};
 
 /// Builds the whole API.
 pub fn router(state: AppState) -> Router {
@@ -67,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::observe::observe,
+        ))
         .with_state(state)
 }
 
@@ -87,7 +92,14 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ledger.is_available() {
+    if state.is_draining() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down; send new requests elsewhere",
+        )
+        .into_response()
+    } else if state.ledger.is_available() {
         let size = state.ledger.checkpoint().checkpoint.size;
         axum::Json(json!({"status": "ready", "size": size})).into_response()
     } else {
@@ -98,56 +110,49 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let ledger = &state.ledger;
     let now = ledger.clock().now();
-    let mut out = String::with_capacity(2048);
-    let checkpoint = ledger.checkpoint();
-    out.push_str("# HELP keyledger_log_entries Entries covered by the latest checkpoint.\n");
-    out.push_str("# TYPE keyledger_log_entries gauge\n");
-    out.push_str(&format!(
-        "keyledger_log_entries {}\n",
-        checkpoint.checkpoint.size
-    ));
-    out.push_str("# HELP keyledger_writer_available 1 while the ledger can commit.\n");
-    out.push_str("# TYPE keyledger_writer_available gauge\n");
-    out.push_str(&format!(
-        "keyledger_writer_available {}\n",
-        u8::from(ledger.is_available())
-    ));
     let (keys, users, tokens) = ledger.read(|s| {
-        let mut keys = std::collections::BTreeMap::<&str, u64>::new();
+        let mut keys = std::collections::BTreeMap::<&'static str, u64>::new();
         for k in s.api_keys.values() {
             *keys.entry(k.status(now).as_str()).or_default() += 1;
         }
-        let mut users = std::collections::BTreeMap::<&str, u64>::new();
+        let mut users = std::collections::BTreeMap::<&'static str, u64>::new();
         for u in s.users.values() {
             *users.entry(u.status.as_str()).or_default() += 1;
         }
-        let mut tokens = std::collections::BTreeMap::<&str, u64>::new();
+        let mut tokens = std::collections::BTreeMap::<&'static str, u64>::new();
         for p in s.pats.values() {
             *tokens.entry(p.status(now).as_str()).or_default() += 1;
         }
         (keys, users, tokens)
     });
-    for (name, help, counts) in [
-        ("keyledger_api_keys", "API keys by status.", keys),
-        ("keyledger_users", "Users by status.", users),
-        (
-            "keyledger_tokens",
-            "Personal access tokens by status.",
-            tokens,
-        ),
-    ] {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for (status, count) in counts {
-            out.push_str(&format!("{name}{{status=\"{status}\"}} {count}\n"));
-        }
-    }
-    ledger.metrics().render(&mut out);
+    let snapshot = Snapshot {
+        log_entries: ledger.checkpoint().checkpoint.size,
+        writer_available: ledger.is_available(),
+        draining: state.is_draining(),
+        by_status: vec![
+            StatusCounts {
+                name: "api_keys",
+                help: "API keys by status",
+                counts: keys.into_iter().collect(),
+            },
+            StatusCounts {
+                name: "users",
+                help: "Users by status",
+                counts: users.into_iter().collect(),
+            },
+            StatusCounts {
+                name: "tokens",
+                help: "Personal access tokens by status",
+                counts: tokens.into_iter().collect(),
+            },
+        ],
+    };
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        out,
+        ledger.metrics().render(&snapshot),
     )
         .into_response()
 }

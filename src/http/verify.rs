@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::observe::RequestContext;
 use super::{ApiError, AppJson, AppState};
 use crate::access::{self, VerifyCode};
 
@@ -36,6 +37,7 @@ fn method_label(method: Option<&str>) -> String {
 
 pub async fn verify(
     State(state): State<AppState>,
+    context: RequestContext,
     AppJson(body): AppJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
     let target = match (body.method.as_deref(), body.path.as_deref()) {
@@ -70,6 +72,8 @@ pub async fn verify(
                     )
                 }
             };
+            context.set_principal(principal.id);
+            state.ledger.metrics().count_verify(code);
             state.activity.record(
                 principal.credential_id,
                 principal.id,
@@ -94,6 +98,7 @@ pub async fn verify(
         Err(refusal) => {
             state.ledger.metrics().count_verify(refusal.code);
             if let Some((credential, principal)) = refusal.credential {
+                context.set_principal(principal);
                 state.activity.record(
                     credential,
                     principal,

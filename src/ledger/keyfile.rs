@@ -63,8 +63,7 @@ pub fn load_or_create(
         .context("the operating system's random number generator failed")?;
     let signer = NoteSigner::new(origin, SigningKey::from_bytes(&seed))
         .with_context(|| format!("{origin:?} is not a valid origin (no spaces or '+')"))?;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    super::data_dir::create_private_dir(data_dir)?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

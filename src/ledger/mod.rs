@@ -12,6 +12,7 @@
 //! If a commit fails the writer stops accepting commands for good (until restart): after a
 //! failed fsync, what the OS reports about the file can no longer be trusted.
 
+pub mod data_dir;
 mod keyfile;
 mod open;
 mod writer;

@@ -19,7 +19,7 @@ use crate::crypto::merkle::{self, Frontier};
 use crate::crypto::note::{Checkpoint, NoteSigner};
 use crate::crypto::seal;
 use crate::domain::{self, Clock, Entry, State};
-use crate::store::CommitBatch;
+use crate::store::{CommitBatch, CommitTimes};
 
 type Reply = (
     oneshot::Sender<Result<Receipt, LedgerError>>,
@@ -141,18 +141,26 @@ impl Writer {
             replies.push((request.reply, outcome));
         }
         if !batch.entries.is_empty() {
+            let started = std::time::Instant::now();
+            let commands = replies.len();
             match self.persist(batch) {
-                Ok(checkpoint) => {
+                Ok((checkpoint, times)) => {
                     // The receipts hold the batch's entries in seq order: publish from them.
                     let committed: Vec<&Entry> = replies
                         .iter()
                         .filter_map(|(_, outcome)| outcome.as_ref().ok())
                         .flat_map(|receipt| &receipt.entries)
                         .collect();
-                    self.shared.metrics.count_commit(committed.len() as u64);
+                    self.shared.metrics.count_commit(
+                        commands,
+                        committed.len(),
+                        started.elapsed(),
+                        times.sync,
+                    );
                     self.publish(&committed, checkpoint);
                 }
                 Err(()) => {
+                    self.shared.metrics.count_commit_failure();
                     self.fail();
                     for (reply, outcome) in replies {
                         let refused = match outcome {
@@ -171,7 +179,7 @@ impl Writer {
     }
 
     /// Signs the checkpoint for the new size and commits the batch durably.
-    fn persist(&self, mut batch: CommitBatch) -> Result<CheckpointState, ()> {
+    fn persist(&self, mut batch: CommitBatch) -> Result<(CheckpointState, CommitTimes), ()> {
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_string(),
             size: self.frontier.size(),
@@ -181,10 +189,10 @@ impl Writer {
             tracing::error!(error = %e, "cannot sign the checkpoint");
         })?;
         batch.checkpoint = note.clone();
-        self.shared.store.commit(&batch).map_err(|e| {
+        let times = self.shared.store.commit(&batch).map_err(|e| {
             tracing::error!(error = %e, "commit failed; refusing further writes until restart");
         })?;
-        Ok(CheckpointState { note, checkpoint })
+        Ok((CheckpointState { note, checkpoint }, times))
     }
 
     /// Makes a durable batch visible to readers.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{CommitBatch, EntryIter, LeafIter, Store, StoreError};
+use super::{CommitBatch, CommitTimes, EntryIter, LeafIter, Store, StoreError};
 use crate::crypto::merkle::Hash;
 
 #[derive(Default)]
@@ -41,7 +41,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+    fn commit(&self, batch: &CommitBatch) -> Result<CommitTimes, StoreError> {
         let mut inner = self.lock();
         for (seq, bytes) in &batch.entries {
             inner.entries.insert(*seq, bytes.clone());
@@ -50,7 +50,7 @@ impl Store for MemoryStore {
             inner.nodes.insert((*level, *index), *hash);
         }
         inner.checkpoint = Some(batch.checkpoint.clone());
-        Ok(())
+        Ok(CommitTimes::default())
     }
 
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {

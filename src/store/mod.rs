@@ -31,6 +31,13 @@ pub struct CommitBatch {
     pub checkpoint: String,
 }
 
+/// How long the durable part of a commit took (sled's flush and the fsyncs), for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommitTimes {
+    /// Time spent making the written batch durable.
+    pub sync: std::time::Duration,
+}
+
 /// A storage failure. Its text may hold paths and OS errors, never entry contents.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,7 +57,7 @@ pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<(u64, Vec<u8>), StoreErr
 /// Where the log lives.
 pub trait Store: Send + Sync + 'static {
     /// Appends a batch atomically and returns only once it is on stable storage.
-    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+    fn commit(&self, batch: &CommitBatch) -> Result<CommitTimes, StoreError>;
     /// The bytes of one entry.
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries with `from <= seq < to`, in seq order.

@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{CommitBatch, EntryIter, LeafIter, Store, StoreError, node_key, seq_from_key, seq_key};
+use super::{
+    CommitBatch, CommitTimes, EntryIter, LeafIter, Store, StoreError, node_key, seq_from_key,
+    seq_key,
+};
 use crate::crypto::merkle::Hash;
 
 /// sled's page cache, in bytes.
@@ -58,7 +62,10 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(path)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -118,7 +125,7 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+    fn commit(&self, batch: &CommitBatch) -> Result<CommitTimes, StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Poisoned);
         }
@@ -135,7 +142,12 @@ impl Store for SledStore {
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         let outcome = match result {
-            Ok(()) => self.sync(),
+            Ok(()) => {
+                let started = std::time::Instant::now();
+                self.sync().map(|()| CommitTimes {
+                    sync: started.elapsed(),
+                })
+            }
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
             Err(TransactionError::Abort(())) => {
                 Err(StoreError::Corrupt("transaction aborted".into()))
@@ -215,7 +227,12 @@ impl Store for SledStore {
         // snapshot or the new one, never half of one.
         let tmp = self.path.join(format!("{SNAPSHOT_FILE}.tmp"));
         {
-            let mut file = File::create(&tmp)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             std::io::Write::write_all(&mut file, bytes)?;
             file.sync_all()?;
         }

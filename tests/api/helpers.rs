@@ -25,6 +25,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub ledger: Ledger,
     pub state: AppState,
+    /// The data dir (inside `dir`).
+    pub data_dir: std::path::PathBuf,
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -39,9 +41,10 @@ impl TestApp {
     /// A server with the given policy.
     pub async fn spawn_with(policy: Policy) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let (ledger, bootstrap) =
-            server::open_ledger(dir.path(), Some("test.keyledger/log"), clock.clone())
+            server::open_ledger(&data_dir, Some("test.keyledger/log"), clock.clone())
                 .await
                 .expect("open ledger");
         let bootstrap = bootstrap.expect("a new data dir has a bootstrap key");
@@ -51,9 +54,13 @@ impl TestApp {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, state.clone(), async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(server::serve(
+            listener,
+            state.clone(),
+            server::Shutdown::on(async {
+                let _ = rx.await;
+            }),
+        ));
         TestApp {
             addr,
             client: reqwest::Client::new(),
@@ -62,6 +69,7 @@ impl TestApp {
             clock,
             ledger,
             state,
+            data_dir,
             dir,
             shutdown: Some(tx),
             server: Some(server),

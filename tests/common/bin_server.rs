@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `keyledger serve --data-dir <data_dir> --listen 127.0.0.1:0`, with every `KEYLEDGER_*`
-/// variable removed; the caller adds arguments, environment and stdio.
+/// `keyledger serve --data-dir <data_dir> --listen 127.0.0.1:0 --shutdown-grace 0`, with
+/// every `KEYLEDGER_*` variable removed; the caller adds arguments, environment and stdio.
+/// No drain period: no load balancer stands in front of a test server (a later
+/// `--shutdown-grace` in the caller's arguments wins).
 pub fn serve_command(data_dir: &Path) -> Process {
     let mut command = Process::new(env!("CARGO_BIN_EXE_keyledger"));
     // Settings come from the command line only.
@@ -36,7 +38,9 @@ pub fn serve_command(data_dir: &Path) -> Process {
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg("127.0.0.1:0");
+        .arg("127.0.0.1:0")
+        .arg("--shutdown-grace")
+        .arg("0");
     command
 }
 

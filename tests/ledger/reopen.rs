@@ -82,7 +82,11 @@ async fn reopen_restores_state_and_checkpoint() {
     let now = ledger.clock().now();
 
     // An admin key left alone, so that demoting "alpha" does not take the last admin.
-    run(&ledger, create_key(Uuid::from_u128(0xa0), "root", Role::Admin)).await;
+    run(
+        &ledger,
+        create_key(Uuid::from_u128(0xa0), "root", Role::Admin),
+    )
+    .await;
     run(&ledger, create_key(k1, "alpha", Role::Admin)).await;
     run(&ledger, create_key(k2, "beta", Role::Basic)).await;
     run(&ledger, create_key(k3, "gamma", Role::Limited)).await;

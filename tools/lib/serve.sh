@@ -1,7 +1,8 @@
 # Sourced by the scripts that drive a real keyledger: starts one and reads what it prints.
 #
 # start_keyledger BIN DIR [serve args...]
-#   Starts `BIN serve --data-dir DIR/data --listen 127.0.0.1:0 [serve args...]` in the
+#   Starts `BIN serve --data-dir DIR/data --listen 127.0.0.1:0 --shutdown-grace 0
+#   [serve args...]` (no drain period: nothing balances load in front of it) in the
 #   background (stdout to DIR/stdout, stderr to DIR/stderr), waits up to 30 s for its
 #   listening line, and sets KEYLEDGER_PID, KEYLEDGER_ADDR (host:port), KEYLEDGER_URL
 #   (http://host:port) and KEYLEDGER_SECRET (the bootstrap admin secret). On failure it
@@ -15,7 +16,7 @@ start_keyledger() {
     shift 2
     : >"$dir/stdout"
     : >"$dir/stderr"
-    RUST_LOG="${RUST_LOG:-warn}" "$bin" serve --data-dir "$dir/data" --listen 127.0.0.1:0 "$@" \
+    RUST_LOG="${RUST_LOG:-warn}" "$bin" serve --data-dir "$dir/data" --listen 127.0.0.1:0 --shutdown-grace 0 "$@" \
         >"$dir/stdout" 2>"$dir/stderr" &
     KEYLEDGER_PID=$!
     KEYLEDGER_ADDR=""
