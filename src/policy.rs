@@ -12,6 +12,7 @@
 //!   "$schema": "https://keyledger.dev/schemas/policy.schema.json",
 //!   "version": 1,
 //!   "description": "optional free text",
+//!   "host": {"semicolons_are_literal": false, "case_sensitive_paths": false},
 //!   "rules": [
 //!     {"roles": ["basic"], "methods": ["*"], "paths": ["/admin/**", "/manage/admin/**"],
 //!      "effect": "deny", "description": "optional free text"},
@@ -21,7 +22,9 @@
 //! ```
 //!
 //! * `version` (required) must be `1`. `$schema` and `description` are optional strings
-//!   and are ignored. Any other field, at the top or in a rule, is an error.
+//!   and are ignored. Any other field, at the top, in `host` or in a rule, is an error.
+//! * `host` (optional) is an object of booleans stating what the host application does
+//!   *not* do to a path before routing it (below); every option defaults to `false`.
 //! * `rules` (required) may be empty, which denies everything. Each rule needs non-empty
 //!   `roles` (`admin`, `basic`, `limited`, `auditor`), non-empty `methods` (upper-case
 //!   method names of 1 to 20 letters `A-Z`, or `"*"` for any), non-empty `paths` (path
@@ -33,14 +36,18 @@
 //! `methods` contain the request method (or `"*"`) and one of whose `paths` matches the
 //! normalised request path decides. No matching rule denies. The request method is
 //! upper-cased first; a method that is not 1 to 20 ASCII letters is denied outright, and
-//! so is a path that [`normalize_path`] refuses — whatever the role, admin included.
+//! so is a path that [`normalize_path`] refuses or that a host could route elsewhere than
+//! the rules read it (see [Host assumptions](#host-assumptions)) — whatever the role,
+//! admin included.
 //!
 //! # Path patterns
 //!
 //! A pattern starts with `/` and is matched segment by segment against the normalised
 //! path:
 //!
-//! * a literal segment matches exactly that segment (case-sensitive);
+//! * a literal segment matches exactly that segment: case-sensitively in an `allow` rule,
+//!   ignoring ASCII case in a `deny` rule (unless `host.case_sensitive_paths`), so that a
+//!   change of case can turn an allow into a deny but never the reverse;
 //! * `*` matches exactly one segment;
 //! * `**`, allowed only as the last segment, matches zero or more remaining segments, so
 //!   `/agents/**` matches `/agents`, `/agents/7` and `/agents/7/x`;
@@ -58,10 +65,34 @@
 //! of `/`, `\`, `.` and `%` refused), runs of `/` collapsed and `.`/`..` resolved as in
 //! RFC 3986 §5.2.4, so that `/agents/../admin/x` is judged as `/admin/x`.
 //!
+//! # Host assumptions
+//!
+//! RFC 3986 alone is not how every host routes a path: some strip `;` parameters, fold
+//! full-width letters, strip trailing dots or ignore case, and so reach `/admin/users` from
+//! a path that no rule reads as admin. Unless the policy's `host` object says the host does
+//! not rewrite that way, [`Policy::decide`] therefore refuses, after normalisation and
+//! before any rule, a path that
+//!
+//! * holds a `;` (literal or `%3B`) — `semicolons_are_literal: true` asserts the host
+//!   treats `;` as an ordinary character (no matrix or `;jsessionid` parameters stripped,
+//!   as Tomcat and Spring do with `/admin;x/users` and `/search/..;/admin`);
+//! * holds a character outside ASCII (literal or percent-encoded UTF-8) —
+//!   `non_ascii_paths_are_literal: true` asserts the host compares such characters as they
+//!   are (no full-width folding such as `/ａdmin` to `/admin`, no Unicode normalisation
+//!   or case folding);
+//! * has a segment ending in `.` — `trailing_dots_are_literal: true` asserts the host does
+//!   not strip trailing dots (as Windows file names and IIS do with `/admin./users`);
+//!
+//! and `deny` rules ignore ASCII case — `case_sensitive_paths: true` asserts the host
+//! routes paths case-sensitively, so deny rules match exactly, like allow rules
+//! (IIS, for one, routes `/ADMIN/users` to `/admin/users`). Each option relaxes exactly its
+//! own refusal; a path relying on two tricks needs both options to be allowed.
+//!
 //! # Errors
 //!
 //! A bad policy stops start-up with a [`PolicyError`] naming the file, the line and column
 //! of the offending token and, inside a rule, the rule's number and the line it starts on.
+//! An unknown `host` option, or one that is not a boolean, is such an error.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -172,11 +203,59 @@ impl Decision {
     }
 }
 
+/// The `host` object: what the operator asserts the host application does *not* do to a
+/// path before routing it. Every option defaults to `false`, the strict reading, because a
+/// policy cannot see which server sits behind it and a wrong `true` lets a rewritten path
+/// past a deny rule. See the module docs, "Host assumptions".
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Host {
+    /// The host keeps `;` as an ordinary character (strips no matrix parameters).
+    semicolons_are_literal: bool,
+    /// The host compares non-ASCII characters as they are (no full-width or Unicode
+    /// folding).
+    non_ascii_paths_are_literal: bool,
+    /// The host keeps trailing dots on segments.
+    trailing_dots_are_literal: bool,
+    /// The host routes paths case-sensitively; deny rules then match exactly.
+    case_sensitive_paths: bool,
+}
+
+impl Host {
+    /// Could a host that rewrites paths in a way this policy does not rule out route the
+    /// normalised `path` elsewhere than the rules read it? Such a path is refused.
+    fn may_reroute(&self, path: &str) -> bool {
+        (!self.semicolons_are_literal && path.contains(';'))
+            || (!self.non_ascii_paths_are_literal && !path.is_ascii())
+            || (!self.trailing_dots_are_literal && path.split('/').any(|s| s.ends_with('.')))
+    }
+}
+
+/// Reads `host`, which must be a JSON object: serde would also read a struct from an array.
+fn host_object<'de, D: Deserializer<'de>>(d: D) -> Result<Host, D::Error> {
+    struct Object;
+
+    impl<'de> de::Visitor<'de> for Object {
+        type Value = Host;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of host options")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Host, A::Error> {
+            Host::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    d.deserialize_map(Object)
+}
+
 /// A loaded, validated policy. Cheap to clone (the rules are shared).
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Arc<[Rule]>,
     description: Option<Arc<str>>,
+    host: Host,
 }
 
 impl Policy {
@@ -201,6 +280,7 @@ impl Policy {
         Policy {
             rules: Arc::from(Vec::new()),
             description: None,
+            host: Host::default(),
         }
     }
 
@@ -229,7 +309,8 @@ impl Policy {
     }
 
     /// May `role` call `method path`? The path is normalised with [`normalize_path`]
-    /// first; a refused path or an invalid method is denied with no pattern.
+    /// first; a refused path, a path the host could route elsewhere than the rules read it
+    /// (module docs, "Host assumptions") or an invalid method is denied with no pattern.
     pub fn decide(&self, role: Role, method: &str, path: &str) -> Decision {
         if !valid_request_method(method) {
             return Decision::refused();
@@ -237,12 +318,18 @@ impl Policy {
         let Some(path) = normalize_path(path) else {
             return Decision::refused();
         };
+        if self.host.may_reroute(&path) {
+            return Decision::refused();
+        }
         let role_bit = role_bit(role);
         for rule in self.rules.iter() {
             if rule.roles & role_bit == 0 || !rule.methods.contains(method) {
                 continue;
             }
-            if let Some(pattern) = rule.paths.iter().find(|p| p.matches(&path)) {
+            // A host that ignores case routes `/Admin` to `/admin`: a deny rule must catch
+            // every spelling, while an allow rule keeps its exact one.
+            let ignore_case = rule.effect == Effect::Deny && !self.host.case_sensitive_paths;
+            if let Some(pattern) = rule.paths.iter().find(|p| p.matches(&path, ignore_case)) {
                 return Decision {
                     allowed: rule.effect == Effect::Allow,
                     pattern: Some(pattern.source.clone()),
@@ -266,7 +353,9 @@ impl Policy {
 ///    `/../x` is `/x`, and a final `.` or `..` leaves a trailing slash (`/a/b/..` is
 ///    `/a/`). A `..` that somehow remained would be refused.
 ///
-/// A trailing slash is kept in the result (the matcher ignores it).
+/// A trailing slash is kept in the result (the matcher ignores it). This is RFC 3986 only:
+/// `;`, non-ASCII characters and trailing dots pass, and [`Policy::decide`] then refuses
+/// them unless the policy's `host` options say the host takes them literally.
 pub fn normalize_path(raw: &str) -> Option<String> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
@@ -457,8 +546,9 @@ impl Pattern {
         })
     }
 
-    /// Does the normalised `path` match? A trailing empty segment is ignored.
-    fn matches(&self, path: &str) -> bool {
+    /// Does the normalised `path` match? A trailing empty segment is ignored; literal
+    /// segments ignore ASCII case when `ignore_case` (for deny rules).
+    fn matches(&self, path: &str, ignore_case: bool) -> bool {
         // After normalisation, empty pieces can only be the leading one and a trailing one.
         let mut parts = path.split('/').filter(|s| !s.is_empty());
         for segment in self.segments.iter() {
@@ -466,7 +556,12 @@ impl Pattern {
                 return false;
             };
             if let Segment::Literal(literal) = segment {
-                if **literal != *part {
+                let same = if ignore_case {
+                    literal.eq_ignore_ascii_case(part)
+                } else {
+                    **literal == *part
+                };
+                if !same {
                     return false;
                 }
             }
@@ -563,6 +658,8 @@ struct PolicyFile {
     _version: Version,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default, deserialize_with = "host_object")]
+    host: Host,
     rules: Vec<RuleFile>,
 }
 
@@ -614,6 +711,7 @@ fn parse(text: &str, file: Option<&Path>) -> Result<Policy, PolicyError> {
         Ok(doc) => Ok(Policy {
             rules: doc.rules.into_iter().map(Rule::from).collect(),
             description: doc.description.map(Arc::from),
+            host: doc.host,
         }),
         Err(err) => Err(invalid(text, file, &err)),
     }
@@ -800,10 +898,24 @@ mod tests {
                 .as_deref(),
             Some("/agents/**")
         );
-        // Chat history, writing personas, admin: no rule, denied.
+        assert!(allowed(&p, Role::Limited, "POST", "/chat/send-message/"));
+        assert!(allowed(&p, Role::Limited, "POST", "/chat/x/y/z"));
+        assert_eq!(
+            p.decide(Role::Limited, "POST", "/chat/send-message")
+                .pattern
+                .as_deref(),
+            Some("/chat/*/**")
+        );
+        // Chat history, writing personas, admin: no rule, denied. No Onyx endpoint is the
+        // bare chat collection, so `POST /chat` is not a chat post either.
         for (method, path) in [
             ("GET", "/chat/get-chat-session/5"),
             ("GET", "/chat"),
+            ("POST", "/chat"),
+            ("POST", "/chat/"),
+            ("POST", "/chat?x=1"),
+            ("POST", "/chat/./"),
+            ("POST", "/chat/x/.."),
             ("POST", "/persona"),
             ("DELETE", "/persona/3"),
             ("GET", "/admin/x"),
@@ -938,6 +1050,394 @@ mod tests {
         }
         assert!(normalize_path(&format!("/{}", "a".repeat(MAX_PATH_LEN))).is_none());
         assert!(normalize_path(&format!("/{}", "a".repeat(MAX_PATH_LEN - 1))).is_some());
+    }
+
+    // --- what hosts rewrite: `host` options ---------------------------------------------
+
+    const SEMICOLONS: &str = "semicolons_are_literal";
+    const NON_ASCII: &str = "non_ascii_paths_are_literal";
+    const TRAILING_DOTS: &str = "trailing_dots_are_literal";
+    const CASE: &str = "case_sensitive_paths";
+    /// Every `host` option.
+    const HOST_OPTIONS: [&str; 4] = [SEMICOLONS, NON_ASCII, TRAILING_DOTS, CASE];
+
+    const NOBODY: &[Role] = &[];
+    const ADMIN: &[Role] = &[Role::Admin];
+    const ADMIN_BASIC: &[Role] = &[Role::Admin, Role::Basic];
+    const ADMIN_BASIC_LIMITED: &[Role] = &[Role::Admin, Role::Basic, Role::Limited];
+
+    /// Requests that a host rewriting paths one way would route elsewhere than the rules
+    /// read them, grouped by the one `host` option asserting the host does not rewrite so.
+    struct Tricks {
+        /// The `host` option that relaxes the refusal.
+        option: &'static str,
+        /// The roles the built-in policy allows by default.
+        strict: &'static [Role],
+        /// The roles it allows with `option` set, reading the path literally.
+        literal: &'static [Role],
+        /// `METHOD /path`.
+        requests: &'static [&'static str],
+    }
+
+    const TRICKS: &[Tricks] = &[
+        // Matrix parameters stripped (Tomcat, Spring): refused for everyone.
+        Tricks {
+            option: SEMICOLONS,
+            strict: NOBODY,
+            literal: ADMIN_BASIC,
+            requests: &[
+                "GET /admin;x/users",
+                "GET /admin;/users",
+                "GET /admin%3b/users",
+                "GET /admin%3B/users",
+                "GET /search/..;/admin/users",
+                "GET /manage/admin;jsessionid=1/x",
+                "DELETE /Admin;x/users",
+                "GET /search;jsessionid=1",
+            ],
+        },
+        Tricks {
+            option: SEMICOLONS,
+            strict: NOBODY,
+            literal: ADMIN_BASIC_LIMITED,
+            requests: &["GET /agents/..;/chat/history", "GET /agents/%3B/chat"],
+        },
+        // Full-width or other non-ASCII characters folded (IIS, Unicode normalisation).
+        Tricks {
+            option: NON_ASCII,
+            strict: NOBODY,
+            literal: ADMIN_BASIC,
+            requests: &[
+                "GET /\u{ff41}dmin/users",
+                "GET /%EF%BD%81dmin/users",
+                "GET /%ef%bd%81dmin/users",
+                "GET /manage/\u{ff21}DMIN/x",
+            ],
+        },
+        Tricks {
+            option: NON_ASCII,
+            strict: NOBODY,
+            literal: ADMIN,
+            requests: &["GET /admin/users/\u{ff41}"],
+        },
+        Tricks {
+            option: NON_ASCII,
+            strict: NOBODY,
+            literal: ADMIN_BASIC_LIMITED,
+            requests: &["GET /agents/caf%C3%A9", "GET /persona/\u{e9}"],
+        },
+        // Trailing dots stripped (Windows file names, IIS).
+        Tricks {
+            option: TRAILING_DOTS,
+            strict: NOBODY,
+            literal: ADMIN_BASIC,
+            requests: &[
+                "GET /admin./users",
+                "GET /admin.",
+                "GET /admin../x",
+                "GET /manage./admin/x",
+                "GET /manage/admin.../x",
+                "GET /search...",
+            ],
+        },
+        Tricks {
+            option: TRAILING_DOTS,
+            strict: NOBODY,
+            literal: ADMIN,
+            requests: &["GET /admin/x."],
+        },
+        Tricks {
+            option: TRAILING_DOTS,
+            strict: NOBODY,
+            literal: ADMIN_BASIC_LIMITED,
+            requests: &["GET /agents/7./"],
+        },
+        // Case ignored (IIS): deny rules match whatever the case.
+        Tricks {
+            option: CASE,
+            strict: ADMIN,
+            literal: ADMIN_BASIC,
+            requests: &[
+                "GET /Admin/users",
+                "GET /ADMIN/users",
+                "GET /ADMIN",
+                "PUT /aDmIn/",
+                "GET /manage/Admin/x",
+                "GET /Manage/ADMIN/x",
+                "POST /MANAGE/admin",
+            ],
+        },
+        // Allow rules stay case-sensitive, whatever the option: limited gets nothing.
+        Tricks {
+            option: CASE,
+            strict: ADMIN_BASIC,
+            literal: ADMIN_BASIC,
+            requests: &["GET /Agents/3", "POST /Chat/send-message"],
+        },
+    ];
+
+    /// Every request of [`TRICKS`]: `(method, path, its group)`.
+    fn tricks() -> impl Iterator<Item = (&'static str, &'static str, &'static Tricks)> {
+        TRICKS.iter().flat_map(|group| {
+            group.requests.iter().map(move |request| {
+                let (method, path) = request.split_once(' ').expect("METHOD /path");
+                (method, path, group)
+            })
+        })
+    }
+
+    /// The built-in rules with `host` replaced.
+    fn builtin_with_host(host: Value) -> Policy {
+        let mut doc: Value = serde_json::from_str(BUILTIN_JSON).expect("default is JSON");
+        doc["host"] = host;
+        policy(&doc.to_string())
+    }
+
+    /// The built-in rules with the given `host` options set to true, the others absent.
+    fn builtin_with(options: &[&str]) -> Policy {
+        let host = options
+            .iter()
+            .map(|&name| (name.to_string(), Value::Bool(true)))
+            .collect();
+        builtin_with_host(Value::Object(host))
+    }
+
+    #[test]
+    fn default_policy_denies_what_hosts_rewrite() {
+        let p = Policy::builtin();
+        for (method, path, group) in tricks() {
+            for role in ALL_ROLES {
+                let d = p.decide(role, method, path);
+                let expected = group.strict.contains(&role);
+                assert_eq!(d.allowed, expected, "{role} {method} {path}");
+                if group.option != CASE {
+                    // Refused before any rule, like every other refused path.
+                    assert_eq!(d, Decision::refused(), "{role} {method} {path}");
+                } else if role == Role::Basic && !d.allowed {
+                    // Denied by the deny rule, matched whatever the case.
+                    assert!(d.pattern.is_some(), "{role} {method} {path}: {d:?}");
+                }
+            }
+        }
+        // An empty `host`, and every option spelled out as false, are the same policy.
+        let empty = builtin_with(&[]);
+        let all_false = builtin_with_host(Value::Object(
+            HOST_OPTIONS
+                .iter()
+                .map(|&name| (name.to_string(), Value::Bool(false)))
+                .collect(),
+        ));
+        for (method, path, _) in tricks() {
+            for role in ALL_ROLES {
+                let d = p.decide(role, method, path);
+                assert_eq!(empty.decide(role, method, path), d);
+                assert_eq!(all_false.decide(role, method, path), d);
+            }
+        }
+    }
+
+    #[test]
+    fn each_host_option_relaxes_only_its_own_refusal() {
+        for option in HOST_OPTIONS {
+            let p = builtin_with(&[option]);
+            for (method, path, group) in tricks() {
+                let expected = if group.option == option {
+                    group.literal
+                } else {
+                    group.strict
+                };
+                for role in ALL_ROLES {
+                    assert_eq!(
+                        p.decide(role, method, path).allowed,
+                        expected.contains(&role),
+                        "host.{option}: {role} {method} {path}"
+                    );
+                }
+            }
+        }
+        // All of them: every path is read literally; what was denied literally still is.
+        let p = builtin_with(&HOST_OPTIONS);
+        for (method, path, group) in tricks() {
+            for role in ALL_ROLES {
+                assert_eq!(
+                    p.decide(role, method, path).allowed,
+                    group.literal.contains(&role),
+                    "all options: {role} {method} {path}"
+                );
+            }
+        }
+        for (role, method, path) in [
+            (Role::Basic, "GET", "/admin/users"),
+            (Role::Basic, "GET", "/manage/admin/x"),
+            (Role::Limited, "GET", "/chat/history"),
+            (Role::Limited, "POST", "/chat"),
+            (Role::Auditor, "GET", "/agents"),
+            (Role::Basic, "GET", "/agents/%2e%2e/admin"),
+        ] {
+            assert!(!allowed(&p, role, method, path), "{role} {method} {path}");
+        }
+    }
+
+    #[test]
+    fn tricks_combined_need_every_option_they_rely_on() {
+        // Two tricks in different segments: both options are needed to allow the path.
+        let cases = [
+            ("/Admin/x;y", [SEMICOLONS, CASE]),
+            ("/ADMIN/x.", [TRAILING_DOTS, CASE]),
+            ("/Admin/\u{e9}", [NON_ASCII, CASE]),
+        ];
+        for (path, [first, second]) in cases {
+            let strict = Policy::builtin();
+            let only_first = builtin_with(&[first]);
+            let only_second = builtin_with(&[second]);
+            let both = builtin_with(&[first, second]);
+            for role in ALL_ROLES {
+                assert_eq!(strict.decide(role, "GET", path), Decision::refused());
+                assert_eq!(only_second.decide(role, "GET", path), Decision::refused());
+            }
+            // The refusal relaxed, the deny rule still matches the other case.
+            let d = only_first.decide(Role::Basic, "GET", path);
+            assert_eq!(d.pattern.as_deref(), Some("/admin/**"), "{path}");
+            assert!(!d.allowed, "{path}");
+            assert!(allowed(&only_first, Role::Admin, "GET", path), "{path}");
+            assert!(allowed(&both, Role::Basic, "GET", path), "{path}");
+        }
+        // Full-width letters are not ASCII, so case folding never applies to them.
+        let p = builtin_with(&[NON_ASCII]);
+        assert!(allowed(&p, Role::Basic, "GET", "/\u{ff21}dmin/x"));
+        assert!(!allowed(&p, Role::Basic, "GET", "/ADMIN/x"));
+    }
+
+    #[test]
+    fn deny_rules_match_case_insensitively() {
+        let rules = r#""rules": [
+            {"roles": ["basic"], "methods": ["*"], "paths": ["/Reports/*/Raw/**", "/x-ID"], "effect": "deny"},
+            {"roles": ["basic"], "methods": ["GET"], "paths": ["/reports/**", "/Docs/**", "/x-id"], "effect": "allow"}
+        ]"#;
+        let folded = policy(&format!(r#"{{"version": 1, {rules}}}"#));
+        let exact = policy(&format!(
+            r#"{{"version": 1, "host": {{"case_sensitive_paths": true}}, {rules}}}"#
+        ));
+        for path in [
+            "/reports/2024/raw",
+            "/reports/2024/raw/x",
+            "/REPORTS/q1/RAW/x",
+            "/Reports/q1/Raw",
+            "/rEpOrTs/q1/rAw/",
+        ] {
+            assert_eq!(
+                folded.decide(Role::Basic, "GET", path),
+                Decision {
+                    allowed: false,
+                    pattern: Some("/Reports/*/Raw/**".into())
+                },
+                "{path}"
+            );
+        }
+        for path in ["/x-id", "/X-ID", "/x-Id"] {
+            assert_eq!(
+                folded.decide(Role::Basic, "GET", path).pattern.as_deref(),
+                Some("/x-ID"),
+                "{path}"
+            );
+            assert!(!allowed(&folded, Role::Basic, "GET", path), "{path}");
+        }
+        // Allow rules stay case-sensitive: a case change never turns a deny into an allow.
+        assert!(allowed(
+            &folded,
+            Role::Basic,
+            "GET",
+            "/reports/2024/summary"
+        ));
+        assert_eq!(
+            folded.decide(Role::Basic, "GET", "/Reports/2024/summary"),
+            Decision::refused()
+        );
+        assert!(allowed(&folded, Role::Basic, "GET", "/Docs/a"));
+        assert_eq!(
+            folded.decide(Role::Basic, "GET", "/docs/a"),
+            Decision::refused()
+        );
+        // `case_sensitive_paths: true`: deny rules match exactly, as allow rules do.
+        assert_eq!(
+            exact.decide(Role::Basic, "GET", "/reports/2024/raw/x"),
+            Decision {
+                allowed: true,
+                pattern: Some("/reports/**".into())
+            }
+        );
+        assert_eq!(
+            exact.decide(Role::Basic, "GET", "/REPORTS/2024/RAW/x"),
+            Decision::refused()
+        );
+        assert_eq!(
+            exact.decide(Role::Basic, "GET", "/Reports/2024/Raw/x"),
+            Decision {
+                allowed: false,
+                pattern: Some("/Reports/*/Raw/**".into())
+            }
+        );
+        assert!(allowed(&exact, Role::Basic, "GET", "/x-id"));
+    }
+
+    #[test]
+    fn host_option_errors_name_their_line() {
+        let doc = |options: &str| {
+            format!(
+                "{{\n  \"version\": 1,\n  \"host\": {{\n    \"case_sensitive_paths\": false,\n    {options}\n  }},\n  \"rules\": []\n}}\n"
+            )
+        };
+        let cases = [
+            (
+                r#""strip_matrix_params": true"#,
+                "unknown field `strip_matrix_params`",
+            ),
+            (
+                r#""Semicolons_are_literal": true"#,
+                "unknown field `Semicolons_are_literal`",
+            ),
+            (r#""semicolons_are_literal": "true""#, "expected a boolean"),
+            (r#""non_ascii_paths_are_literal": 1"#, "expected a boolean"),
+            (r#""trailing_dots_are_literal": null"#, "expected a boolean"),
+            (
+                r#""semicolons_are_literal": true, "semicolons_are_literal": true"#,
+                "duplicate field",
+            ),
+        ];
+        for (options, needle) in cases {
+            let err = error(&doc(options));
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{needle:?} not in {msg}");
+            assert_eq!(err.line(), Some(5), "{msg}");
+            assert!(msg.contains("line 5,"), "{msg}");
+            assert_eq!(err.rule(), None, "{msg}");
+        }
+        // The message for an unknown option lists every known one.
+        let msg = error(&doc(r#""strip": true"#)).to_string();
+        for name in HOST_OPTIONS {
+            assert!(msg.contains(&format!("`{name}`")), "{name} not in {msg}");
+        }
+        for host in ["null", "[]", "true", "\"strict\""] {
+            let err = error(&format!(
+                "{{\n\"version\": 1,\n\"host\": {host},\n\"rules\": []\n}}"
+            ));
+            assert_eq!(err.line(), Some(3), "host {host}: {err}");
+        }
+        // Options belong in `host`, not at the top (in a rule: see schema_and_loader_agree).
+        let err = error("{\n\"version\": 1,\n\"semicolons_are_literal\": true,\n\"rules\": []\n}");
+        assert!(
+            err.to_string()
+                .contains("unknown field `semicolons_are_literal`"),
+            "{err}"
+        );
+        assert_eq!(err.line(), Some(3));
+        // Each option alone, and none, are accepted.
+        policy(r#"{"version": 1, "host": {}, "rules": []}"#);
+        for name in HOST_OPTIONS {
+            policy(&format!(
+                r#"{{"version": 1, "host": {{"{name}": true}}, "rules": []}}"#
+            ));
+        }
     }
 
     #[test]
@@ -1196,6 +1696,13 @@ mod tests {
         serde_json::from_str(&text).expect("schema is valid JSON")
     }
 
+    /// Names, sorted (JSON object keys come back sorted).
+    fn sorted<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Vec<String> {
+        let mut names: Vec<String> = names.into_iter().map(|n| n.as_ref().to_string()).collect();
+        names.sort();
+        names
+    }
+
     fn string_enum(schema: &Value, def: &str) -> Vec<String> {
         schema["$defs"][def]["enum"]
             .as_array()
@@ -1229,12 +1736,25 @@ mod tests {
             "^(?:\\*|[A-Z]{1,20})$"
         );
         assert!(schema["$defs"]["pathPattern"]["pattern"].is_string());
+        // `host`: an object of the loader's options, each a boolean defaulting to false.
+        assert_eq!(schema["properties"]["host"]["$ref"], "#/$defs/host");
+        let host = &schema["$defs"]["host"];
+        assert_eq!(host["type"], "object");
+        assert_eq!(host["additionalProperties"], false);
+        assert!(host["description"].is_string());
+        let options = host["properties"].as_object().expect("host properties");
+        assert_eq!(sorted(options.keys()), sorted(HOST_OPTIONS));
+        for (name, option) in options {
+            assert_eq!(option["type"], "boolean", "{name}");
+            assert_eq!(option["default"], false, "{name}");
+            assert!(option["description"].is_string(), "{name}");
+        }
     }
 
     /// A validator for the subset of JSON Schema the policy schema uses (everything but
     /// `pattern`, which the patterns tests cover on the Rust side).
     fn validate(root: &Value, schema: &Value, doc: &Value, at: &str, errors: &mut Vec<String>) {
-        const KNOWN: [&str; 15] = [
+        const KNOWN: [&str; 16] = [
             "$schema",
             "$id",
             "$defs",
@@ -1250,6 +1770,7 @@ mod tests {
             "items",
             "minItems",
             "pattern",
+            "default",
         ];
         let obj = schema.as_object().expect("schema object");
         for key in obj.keys() {
@@ -1265,6 +1786,7 @@ mod tests {
                 "array" => doc.is_array(),
                 "string" => doc.is_string(),
                 "integer" => doc.is_i64() || doc.is_u64(),
+                "boolean" => doc.is_boolean(),
                 other => panic!("unsupported type {other}"),
             };
             if !ok {
@@ -1331,6 +1853,10 @@ mod tests {
         assert_eq!(schema_errors(&schema, BUILTIN_JSON), Vec::<String>::new());
         let doc: Value = serde_json::from_str(BUILTIN_JSON).expect("default is JSON");
         assert_eq!(doc["$schema"], schema["$id"]);
+        // Every host option spelled out, all strict, so that operators see them.
+        let host = doc["host"].as_object().expect("host");
+        assert_eq!(sorted(host.keys()), sorted(HOST_OPTIONS));
+        assert!(host.values().all(|v| *v == Value::Bool(false)), "{host:?}");
         let rules = doc["rules"].as_array().expect("rules");
         let summary: Vec<(Value, Value, Value, Value)> = rules
             .iter()
@@ -1374,7 +1900,7 @@ mod tests {
                 (
                     j(r#"["limited"]"#),
                     j(r#"["POST"]"#),
-                    j(r#"["/chat/**"]"#),
+                    j(r#"["/chat/*/**"]"#),
                     j(r#""allow""#)
                 ),
             ]
@@ -1391,6 +1917,9 @@ mod tests {
                 r#"{{"$schema": "s", "description": "d", "version": 1, "rules": [{{{rule}, "description": "r"}}]}}"#
             ),
             format!(r#"{{"version": 1, "rules": [{{{rule}}}, {{{rule}}}]}}"#),
+            r#"{"version": 1, "host": {}, "rules": []}"#.to_string(),
+            r#"{"host": {"semicolons_are_literal": true, "non_ascii_paths_are_literal": false, "trailing_dots_are_literal": true, "case_sensitive_paths": false}, "version": 1, "rules": []}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": {"case_sensitive_paths": true}}"#.to_string(),
         ];
         let rejected = [
             r#"{"rules": []}"#.to_string(),
@@ -1410,6 +1939,14 @@ mod tests {
             r#"{"version": 1, "rules": [{"roles": ["basic"], "methods": ["GET"], "paths": ["/x"], "effect": "maybe"}]}"#.to_string(),
             r#"{"version": 1, "rules": [{"roles": ["basic"], "methods": ["GET"], "paths": ["/x"]}]}"#.to_string(),
             r#"{"version": 1, "rules": [{"roles": "basic", "methods": ["GET"], "paths": ["/x"], "effect": "allow"}]}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": {"strip_matrix_params": true}}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": {"semicolons_are_literal": "true"}}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": {"case_sensitive_paths": 1}}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": {"trailing_dots_are_literal": null}}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": null}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": []}"#.to_string(),
+            r#"{"version": 1, "rules": [], "host": true}"#.to_string(),
+            format!(r#"{{"version": 1, "rules": [{{{rule}, "host": {{}}}}]}}"#),
         ];
         for doc in &accepted {
             assert_eq!(schema_errors(&schema, doc), Vec::<String>::new(), "{doc}");

@@ -230,7 +230,7 @@ async fn a_window_becomes_one_summary_per_credential() {
     assert_eq!(
         counts_of(summary(id_of(&limited))),
         expected(&[
-            ("POST", "/chat/**", "VALID", 4),
+            ("POST", "/chat/*/**", "VALID", 4),
             ("GET", "(no rule)", "FORBIDDEN", 2),
             ("GET", "/agents/**", "VALID", 1),
         ])

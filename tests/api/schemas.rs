@@ -1726,7 +1726,7 @@ async fn openapi_and_router_list_the_same_routes() {
     app.stop().await;
 }
 
-/// `policy.schema.json` accepts the built-in policy and refuses a broken one.
+/// `policy.schema.json` accepts the built-in policy and refuses broken ones.
 #[test]
 fn policy_schema_accepts_the_builtin_policy() {
     let schema = read_json("schemas/policy.schema.json");
@@ -1739,6 +1739,12 @@ fn policy_schema_accepts_the_builtin_policy() {
     let mut broken = policy.clone();
     broken["rules"][0]["effect"] = json!("maybe");
     assert_invalid(&validator, &broken, "a rule with effect maybe");
+    let mut broken = policy.clone();
+    broken["host"]["strip_matrix_params"] = json!(true);
+    assert_invalid(&validator, &broken, "an unknown host option");
+    let mut broken = policy.clone();
+    broken["host"]["semicolons_are_literal"] = json!("true");
+    assert_invalid(&validator, &broken, "a host option that is not a boolean");
     let mut broken = policy;
     broken["rules"][0]["paths"] = json!(["/agents/../admin"]);
     assert_invalid(&validator, &broken, "a path pattern with ..");

@@ -364,6 +364,61 @@ async fn default_policy_answers_the_seed_cases() {
     app.stop().await;
 }
 
+/// Paths that reach a forbidden route on hosts that strip `;` parameters, ignore case, fold
+/// full-width letters or strip trailing dots are forbidden by the built-in policy.
+#[tokio::test]
+async fn host_rewrite_tricks_answer_forbidden() {
+    let app = TestApp::spawn().await;
+    let (_, basic) = app.create_key("verify-tricks-basic", "basic").await;
+    let (_, limited) = app.create_key("verify-tricks-limited", "limited").await;
+
+    for path in [
+        "/admin;x/users",
+        "/admin%3b/users",
+        "/search/..;/admin/users",
+        "/Admin/users",
+        "/ADMIN/users",
+        "/manage/Admin/x",
+        "/admin./users",
+        "/\u{ff41}dmin/users",
+        "/%EF%BD%81dmin/users",
+        "/search;jsessionid=1",
+    ] {
+        let answer = expect(&app, &basic, "GET", path, "FORBIDDEN").await;
+        assert_eq!(answer["allowed"], false, "basic GET {path}");
+        assert_eq!(answer["principal"]["role"], "basic");
+    }
+    for (method, path) in [
+        ("GET", "/agents/..;/chat/history"),
+        ("GET", "/agents/%3B/chat/history"),
+        ("GET", "/agents/caf%C3%A9"),
+        ("GET", "/agents/7."),
+        ("GET", "/Agents/7"),
+        ("POST", "/chat"),
+        ("POST", "/chat/"),
+    ] {
+        let answer = expect(&app, &limited, method, path, "FORBIDDEN").await;
+        assert_eq!(answer["allowed"], false, "limited {method} {path}");
+        assert_eq!(answer["principal"]["role"], "limited");
+    }
+
+    // The seed cases still hold.
+    for (key, method, path) in [
+        (&basic, "GET", "/search"),
+        (&basic, "POST", "/chat/send-message"),
+        (&basic, "GET", "/manage/connector"),
+        (&basic, "POST", "/chat"),
+        (&limited, "GET", "/persona/3"),
+        (&limited, "GET", "/agents/7"),
+        (&limited, "POST", "/chat/send-message"),
+    ] {
+        expect(&app, key, method, path, "VALID").await;
+    }
+    expect(&app, &limited, "GET", "/chat/history", "FORBIDDEN").await;
+    expect(&app, &basic, "GET", "/admin/users", "FORBIDDEN").await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn auditor_user_may_call_nothing_on_the_host() {
     let app = TestApp::spawn().await;
