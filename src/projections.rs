@@ -81,6 +81,11 @@ impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
 pub struct EventFilter {
     /// Only seqs greater than this.
     pub after: Option<u64>,
+    /// Only seqs smaller than this.
+    pub before: Option<u64>,
+    /// Newest first (the page ends where `next_after` says the next one starts, going
+    /// down).
+    pub descending: bool,
     pub event_type: Option<String>,
     pub stream: Option<Stream>,
     pub actor: Option<String>,
@@ -93,8 +98,10 @@ pub struct EventFilter {
 /// One page of matching seqs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
+    /// In the order asked for.
     pub seqs: Vec<u64>,
-    /// Where the next page starts (exclusive), `None` when the log holds no more matches.
+    /// Where the next page starts (exclusive: the last seq of this page), `None` when the
+    /// log holds no more matches.
     pub next_after: Option<u64>,
 }
 
@@ -174,21 +181,31 @@ impl AuditIndex {
             (self.at.partition_point(|&a| a < t.micros()) as u64).min(size)
         });
         let start = filter.after.map_or(0, |a| a.saturating_add(1)).max(lo_time);
+        let end = filter.before.map_or(hi_time, |b| b.min(hi_time));
+        if start >= end {
+            return empty;
+        }
         let matches = |seq: u64| {
             let i = seq as usize;
             kind.is_none_or(|k| self.kind[i] == k)
                 && stream.is_none_or(|s| self.stream[i] == s)
                 && actor.is_none_or(|a| self.actor[i] == a)
         };
-        // Walk the shortest candidate list.
-        let candidates: Box<dyn Iterator<Item = u64> + '_> = match (stream, actor) {
-            (Some(s), _) => Box::new(seqs_from(&self.by_stream[s as usize], start)),
-            (None, Some(a)) => Box::new(seqs_from(&self.by_actor[a as usize], start)),
-            (None, None) => Box::new(start..hi_time),
+        // Walk the shortest candidate list, within [start, end).
+        let list = match (stream, actor) {
+            (Some(s), _) => Some(self.by_stream[s as usize].as_slice()),
+            (None, Some(a)) => Some(self.by_actor[a as usize].as_slice()),
+            (None, None) => None,
+        };
+        let candidates: Box<dyn Iterator<Item = u64> + '_> = match (list, filter.descending) {
+            (Some(list), false) => Box::new(seqs_between(list, start, end).iter().copied()),
+            (Some(list), true) => Box::new(seqs_between(list, start, end).iter().rev().copied()),
+            (None, false) => Box::new(start..end),
+            (None, true) => Box::new((start..end).rev()),
         };
         let mut seqs = Vec::new();
         let mut next_after = None;
-        for seq in candidates.take_while(|&s| s < hi_time) {
+        for seq in candidates {
             if matches(seq) {
                 if seqs.len() == limit {
                     next_after = seqs.last().copied();
@@ -201,9 +218,11 @@ impl AuditIndex {
     }
 }
 
-fn seqs_from(list: &[u64], start: u64) -> impl Iterator<Item = u64> + '_ {
+/// The part of a sorted seq list within `[start, end)`.
+fn seqs_between(list: &[u64], start: u64, end: u64) -> &[u64] {
     let from = list.partition_point(|&s| s < start);
-    list[from..].iter().copied()
+    let to = list.partition_point(|&s| s < end);
+    &list[from..to.max(from)]
 }
 
 /// One principal's activity counters.

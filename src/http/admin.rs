@@ -3,7 +3,7 @@
 //! state after them.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,12 +11,14 @@ use uuid::Uuid;
 
 use super::auth::{AdminOnly, Caller, etag, if_match};
 use super::extract::{AppPath, AppQuery};
+use super::listing::{self, ListRequest, SortBy, SortKey};
 use super::{ApiError, AppJson, AppState, OptionalJson, views};
 use crate::access::Principal;
 use crate::access::PrincipalKind;
 use crate::crypto::secret::{PlainSecret, SecretKind};
 use crate::domain::{
-    Actor, ActorKind, Command, DomainError, Email, KeyChanges, KeyName, Role, Timestamp,
+    Actor, ActorKind, ApiKey, Command, DomainError, Email, KeyChanges, KeyName, Pat, Role,
+    Timestamp, User,
 };
 
 /// Default lifetime of a personal access token, in days.
@@ -83,37 +85,92 @@ pub async fn create_key(
     let body = json!({"api_key": view, "secret": secret.expose()});
     Ok((
         StatusCode::CREATED,
-        [(header::ETAG, etag(version))],
+        [
+            (header::ETAG, etag(version)),
+            (
+                header::LOCATION,
+                location(&format!("/v1/admin/api-keys/{key_id}")),
+            ),
+        ],
         axum::Json(body),
     )
         .into_response())
 }
 
+/// A `Location` header value for a path made of ASCII.
+fn location(path: &str) -> HeaderValue {
+    HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/"))
+}
+
+/// The query of a paged admin list.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListKeysQuery {
+pub struct ListQuery {
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    sort: Option<String>,
+}
+
+impl ListQuery {
+    fn request(&self, sorts: &[SortBy]) -> Result<ListRequest, ApiError> {
+        ListRequest::parse(
+            self.limit,
+            self.after.as_deref(),
+            self.q.as_deref(),
+            self.sort.as_deref(),
+            sorts,
+        )
+    }
+}
+
+/// `{"<name>": [...], "next_after": id or null}`.
+fn list_response(name: &str, items: Vec<serde_json::Value>, next_after: Option<Uuid>) -> Response {
+    axum::Json(json!({ name: items, "next_after": next_after })).into_response()
+}
+
+fn key_sort_key(request: &ListRequest, key: &ApiKey, state: &AppState) -> SortKey {
+    let last_used = views::later(key.last_used_at, state.activity.last_used_at(key.id));
+    SortKey::of(request.sort, &key.name, last_used, key.created_seq)
 }
 
 pub async fn list_keys(
     State(state): State<AppState>,
     _caller: Caller<AdminOnly>,
-    AppQuery(query): AppQuery<ListKeysQuery>,
+    AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let wanted = status_filter(
         query.status.as_deref(),
         &["active", "disabled", "expired", "deleted"],
     )?;
+    let request = query.request(&[SortBy::Created, SortBy::Name, SortBy::LastUsed])?;
     let now = state.ledger.clock().now();
-    let keys: Vec<_> = state.ledger.read(|s| {
-        s.api_keys_by_creation()
-            .into_iter()
+    let (items, cursor) = state.ledger.read(|s| {
+        let cursor = request
+            .after
+            .and_then(|id| s.api_keys.get(&id))
+            .map(|k| key_sort_key(&request, k, &state));
+        let items: Vec<_> = s
+            .api_keys
+            .values()
             .filter(|k| wanted.is_none_or(|w| k.status(now).as_str() == w))
+            .filter(|k| request.matches(&k.name))
+            .map(|k| (key_sort_key(&request, k, &state), k.id, k))
+            .collect();
+        let (page, next) = listing::page(&request, items, cursor)?;
+        let views = page
+            .into_iter()
             .map(|k| views::api_key(k, now, &state.activity))
-            .collect()
-    });
-    Ok(axum::Json(json!({"api_keys": keys})).into_response())
+            .collect();
+        Ok::<_, ApiError>((views, next))
+    })?;
+    Ok(list_response("api_keys", items, cursor))
 }
 
 fn status_filter<'a>(raw: Option<&'a str>, allowed: &[&str]) -> Result<Option<&'a str>, ApiError> {
@@ -300,6 +357,8 @@ fn user_response(
     user_id: Uuid,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
+    let location =
+        (status == StatusCode::CREATED).then(|| location(&format!("/v1/admin/users/{user_id}")));
     let found = state.ledger.read(|s| {
         s.users.get(&user_id).map(|u| {
             (
@@ -309,12 +368,24 @@ fn user_response(
         })
     });
     let (view, version) = found.ok_or(ApiError::from(DomainError::UserNotFound))?;
-    Ok((
+    let mut response = (
         status,
         [(header::ETAG, etag(version))],
         axum::Json(json!({"user": view})),
     )
-        .into_response())
+        .into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub async fn get_user(
+    State(state): State<AppState>,
+    _caller: Caller<AdminOnly>,
+    AppPath(user_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    user_response(&state, user_id, StatusCode::OK)
 }
 
 pub async fn register_user(
@@ -337,27 +408,48 @@ pub async fn register_user(
     user_response(&state, user_id, StatusCode::CREATED)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListUsersQuery {
-    #[serde(default)]
-    status: Option<String>,
+fn user_sort_key(
+    request: &ListRequest,
+    s: &crate::domain::State,
+    user: &User,
+    state: &AppState,
+) -> SortKey {
+    let last_used = s
+        .pats_of(user.id)
+        .iter()
+        .filter_map(|p| state.activity.last_used_at(p.id))
+        .max();
+    let last_used = views::later(user.last_used_at, last_used);
+    SortKey::of(request.sort, &user.email, last_used, user.created_seq)
 }
 
 pub async fn list_users(
     State(state): State<AppState>,
     _caller: Caller<AdminOnly>,
-    AppQuery(query): AppQuery<ListUsersQuery>,
+    AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let wanted = status_filter(query.status.as_deref(), &["active", "deactivated"])?;
-    let users: Vec<_> = state.ledger.read(|s| {
-        s.users_by_creation()
-            .into_iter()
+    let request = query.request(&[SortBy::Created, SortBy::Name, SortBy::LastUsed])?;
+    let (items, cursor) = state.ledger.read(|s| {
+        let cursor = request
+            .after
+            .and_then(|id| s.users.get(&id))
+            .map(|u| user_sort_key(&request, s, u, &state));
+        let items: Vec<_> = s
+            .users
+            .values()
             .filter(|u| wanted.is_none_or(|w| u.status.as_str() == w))
+            .filter(|u| request.matches(&u.email))
+            .map(|u| (user_sort_key(&request, s, u, &state), u.id, u))
+            .collect();
+        let (page, next) = listing::page(&request, items, cursor)?;
+        let views = page
+            .into_iter()
             .map(|u| views::user(u, &s.pats_of(u.id), &state.activity))
-            .collect()
-    });
-    Ok(axum::Json(json!({"users": users})).into_response())
+            .collect();
+        Ok::<_, ApiError>((views, next))
+    })?;
+    Ok(list_response("users", items, cursor))
 }
 
 #[derive(Deserialize)]
@@ -437,32 +529,101 @@ pub async fn issue_token(
         display: secret.display(),
     };
     state.ledger.execute(command, actor(by)).await?;
+    let (view, version) = token_view(state, token_id, None)?;
+    let body = json!({"token": view, "secret": secret.expose()});
+    let path = if by.id == user_id {
+        format!("/v1/me/tokens/{token_id}")
+    } else {
+        format!("/v1/admin/tokens/{token_id}")
+    };
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::ETAG, etag(version)),
+            (header::LOCATION, location(&path)),
+        ],
+        axum::Json(body),
+    )
+        .into_response())
+}
+
+/// A token's view and version; with `owner`, only a token of that user (another user's
+/// token is indistinguishable from no token).
+fn token_view(
+    state: &AppState,
+    token_id: Uuid,
+    owner: Option<Uuid>,
+) -> Result<(serde_json::Value, u64), ApiError> {
     let now = state.ledger.clock().now();
-    let view = state
+    state
         .ledger
         .read(|s| {
             s.pats
                 .get(&token_id)
-                .map(|p| views::token(p, now, &state.activity))
+                .filter(|p| owner.is_none_or(|o| o == p.user_id))
+                .map(|p| (views::token(p, now, &state.activity), p.version))
         })
-        .ok_or(ApiError::from(DomainError::TokenNotFound))?;
-    let body = json!({"token": view, "secret": secret.expose()});
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+        .ok_or(ApiError::from(DomainError::TokenNotFound))
 }
 
-/// Lists a user's tokens, oldest first.
-pub fn list_tokens_of(state: &AppState, user_id: Uuid) -> Result<Response, ApiError> {
+/// One token, with its `ETag`.
+pub fn token_response(
+    state: &AppState,
+    token_id: Uuid,
+    owner: Option<Uuid>,
+) -> Result<Response, ApiError> {
+    let (view, version) = token_view(state, token_id, owner)?;
+    Ok((
+        [(header::ETAG, etag(version))],
+        axum::Json(json!({"token": view})),
+    )
+        .into_response())
+}
+
+pub async fn get_token(
+    State(state): State<AppState>,
+    _caller: Caller<AdminOnly>,
+    AppPath(token_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    token_response(&state, token_id, None)
+}
+
+/// Lists a user's tokens, paged (see [`listing`]).
+pub fn list_tokens_of(
+    state: &AppState,
+    user_id: Uuid,
+    query: &ListQuery,
+) -> Result<Response, ApiError> {
+    let wanted = status_filter(query.status.as_deref(), &["active", "expired", "revoked"])?;
+    let request = query.request(&[SortBy::Created, SortBy::Name, SortBy::LastUsed])?;
     let now = state.ledger.clock().now();
-    let tokens = state.ledger.read(|s| {
-        s.users.get(&user_id).map(|_| {
-            s.pats_of(user_id)
-                .into_iter()
-                .map(|p| views::token(p, now, &state.activity))
-                .collect::<Vec<_>>()
-        })
-    });
-    let tokens = tokens.ok_or(ApiError::from(DomainError::UserNotFound))?;
-    Ok(axum::Json(json!({"tokens": tokens})).into_response())
+    let sort_key = |p: &Pat| {
+        let last_used = views::later(p.last_used_at, state.activity.last_used_at(p.id));
+        SortKey::of(request.sort, &p.name, last_used, p.created_seq)
+    };
+    let (items, cursor) = state.ledger.read(|s| {
+        if !s.users.contains_key(&user_id) {
+            return Err(ApiError::from(DomainError::UserNotFound));
+        }
+        let tokens = s.pats_of(user_id);
+        let cursor = request
+            .after
+            .and_then(|id| tokens.iter().find(|p| p.id == id))
+            .map(|p| sort_key(p));
+        let items: Vec<_> = tokens
+            .iter()
+            .filter(|p| wanted.is_none_or(|w| p.status(now).as_str() == w))
+            .filter(|p| request.matches(&p.name))
+            .map(|p| (sort_key(p), p.id, *p))
+            .collect();
+        let (page, next) = listing::page(&request, items, cursor)?;
+        let views = page
+            .into_iter()
+            .map(|p| views::token(p, now, &state.activity))
+            .collect();
+        Ok((views, next))
+    })?;
+    Ok(list_response("tokens", items, cursor))
 }
 
 pub async fn create_user_token(
@@ -478,8 +639,9 @@ pub async fn list_user_tokens(
     State(state): State<AppState>,
     _caller: Caller<AdminOnly>,
     AppPath(user_id): AppPath<Uuid>,
+    AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list_tokens_of(&state, user_id)
+    list_tokens_of(&state, user_id, &query)
 }
 
 pub async fn revoke_token(

@@ -47,6 +47,8 @@ fn parse_time(raw: Option<&str>, name: &str) -> Result<Option<Timestamp>, ApiErr
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     after: Option<u64>,
+    before: Option<u64>,
+    order: Option<String>,
     limit: Option<usize>,
     #[serde(rename = "type")]
     event_type: Option<String>,
@@ -113,8 +115,20 @@ pub async fn events(
         })?),
         None => None,
     };
+    let descending = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "order must be asc or desc",
+            ));
+        }
+    };
     let filter = EventFilter {
         after: q.after,
+        before: q.before,
+        descending,
         event_type: q.event_type,
         stream,
         actor: q.actor,
@@ -128,7 +142,11 @@ pub async fn events(
     let entries = read_entries(&state, &page.seqs)?;
     let mut body = b"{\"events\":".to_vec();
     body.extend_from_slice(&json_array(&entries));
-    body.extend_from_slice(b",\"next_after\":");
+    body.extend_from_slice(if descending {
+        b",\"next_before\":".as_slice()
+    } else {
+        b",\"next_after\":".as_slice()
+    });
     match page.next_after {
         Some(n) => body.extend_from_slice(n.to_string().as_bytes()),
         None => body.extend_from_slice(b"null"),
@@ -162,6 +180,39 @@ pub async fn key_history(
     body.extend_from_slice(&json_array(&entries));
     body.push(b'}');
     Ok(json_response(body))
+}
+
+/// Who a principal id names, for auditors reading actors in the log: a service account
+/// (`name`: its key's name) or a user (`name`: its email), with role and status. Names are not secrets, and
+/// auditors see them in every lifecycle event anyway.
+pub async fn principal(
+    State(state): State<AppState>,
+    _caller: Caller<AuditReader>,
+    AppPath(principal_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let now = state.ledger.clock().now();
+    let found = state.ledger.read(|s| {
+        if let Some(k) = s.api_keys.get(&principal_id) {
+            Some(json!({
+                "id": k.id, "kind": "service_account", "name": k.name, "role": k.role,
+                "status": k.status(now).as_str(),
+            }))
+        } else {
+            s.users.get(&principal_id).map(|u| {
+                json!({
+                    "id": u.id, "kind": "user", "name": u.email, "role": u.role,
+                    "status": u.status.as_str(),
+                })
+            })
+        }
+    });
+    match found {
+        Some(principal) => Ok(axum::Json(json!({ "principal": principal })).into_response()),
+        None => Err(ApiError::not_found(
+            "principal_not_found",
+            "no service account or user with this id",
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -113,7 +113,7 @@ impl<R: RoleRule> FromRequestParts<AppState> for Caller<R> {
                         .activity
                         .record(credential, principal, method, route, refusal.code, now);
                 }
-                Err(ApiError::unauthorized(refusal_message(refusal.code)))
+                Err(ApiError::invalid_token(refusal_message(refusal.code)))
             }
         }
     }
@@ -135,11 +135,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized("send a credential as Authorization: Bearer <secret>")
     })?;
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("the Authorization header must be Bearer <secret>"))?;
+    let text = value.to_str().map_err(|_| {
+        ApiError::invalid_authorization("the Authorization header must be Bearer <secret>")
+    })?;
     let (scheme, secret) = text.split_once(' ').ok_or_else(|| {
-        ApiError::unauthorized("the Authorization header must be Bearer <secret>")
+        ApiError::invalid_authorization("the Authorization header must be Bearer <secret>")
     })?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::unauthorized(
@@ -150,6 +150,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// The version an `If-Match` header asks for: `None` without the header or for `*`.
+///
+/// Takes the resource's `version` in quotes (`"3"`) or a whole `ETag` as served
+/// (`"3.9f86d081884c7d65"`, see [`super::conditional`]), whose version part is what is
+/// compared: `If-Match` guards the resource's lifecycle, so a change in `last_used_at`
+/// alone never makes a conditional change fail.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
@@ -168,6 +173,15 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .ok_or_else(bad)?;
+    let inner = match inner.split_once('.') {
+        Some((version, digest))
+            if !digest.is_empty() && digest.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            version
+        }
+        Some(_) => return Err(bad()),
+        None => inner,
+    };
     if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }

@@ -18,7 +18,16 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
+    pub challenge: Option<&'static str>,
 }
+
+/// The challenge when no bearer credential was sent.
+const CHALLENGE: &str = "Bearer realm=\"keyledger\"";
+/// The challenge when the credential sent was refused.
+const CHALLENGE_INVALID_TOKEN: &str = "Bearer realm=\"keyledger\", error=\"invalid_token\"";
+/// The challenge when the `Authorization` header could not be read.
+const CHALLENGE_INVALID_REQUEST: &str = "Bearer realm=\"keyledger\", error=\"invalid_request\"";
 
 impl ApiError {
     /// An error with a status, a snake_case code and a human sentence.
@@ -27,6 +36,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: None,
         }
     }
 
@@ -35,9 +45,29 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// 401: no or bad credential.
+    /// 401: no bearer credential was sent.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError {
+            challenge: Some(CHALLENGE),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 401: the credential sent was refused (unknown, disabled, expired, revoked,
+    /// malformed).
+    pub fn invalid_token(message: impl Into<String>) -> ApiError {
+        ApiError {
+            challenge: Some(CHALLENGE_INVALID_TOKEN),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 401: the `Authorization` header is not a readable `Bearer` credential.
+    pub fn invalid_authorization(message: impl Into<String>) -> ApiError {
+        ApiError {
+            challenge: Some(CHALLENGE_INVALID_REQUEST),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
     }
 
     /// 403: the credential's role may not do this.
@@ -72,7 +102,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 

@@ -6,9 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::admin::{CreateTokenBody, actor, issue_token, list_tokens_of};
+use super::admin::{
+    CreateTokenBody, ListQuery, actor, issue_token, list_tokens_of, token_response,
+};
 use super::auth::{AnyRole, Caller};
-use super::extract::AppPath;
+use super::extract::{AppPath, AppQuery};
 use super::{ApiError, AppJson, AppState};
 use crate::access::PrincipalKind;
 use crate::crypto::secret::SecretKind;
@@ -36,8 +38,18 @@ pub async fn me(caller: Caller<AnyRole>) -> Response {
 pub async fn list_my_tokens(
     State(state): State<AppState>,
     caller: Caller<AnyRole>,
+    AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list_tokens_of(&state, caller.user_id()?)
+    list_tokens_of(&state, caller.user_id()?, &query)
+}
+
+pub async fn get_my_token(
+    State(state): State<AppState>,
+    caller: Caller<AnyRole>,
+    AppPath(token_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let user_id = caller.user_id()?;
+    token_response(&state, token_id, Some(user_id))
 }
 
 pub async fn create_my_token(

@@ -5,9 +5,11 @@
 mod admin;
 mod audit;
 mod auth;
+mod conditional;
 pub mod connections;
 pub mod error;
 mod extract;
+mod listing;
 mod me;
 pub mod observe;
 mod routes;

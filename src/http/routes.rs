@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde_json::json;
 
 use super::{ApiError, AppState, MAX_BODY_BYTES, admin, audit, me, verify};
@@ -39,22 +39,31 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/admin/users/{id}",
-            axum::routing::patch(admin::patch_user).delete(admin::deactivate_user),
+            get(admin::get_user)
+                .patch(admin::patch_user)
+                .delete(admin::deactivate_user),
         )
         .route(
             "/v1/admin/users/{id}/tokens",
             post(admin::create_user_token).get(admin::list_user_tokens),
         )
-        .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route(
+            "/v1/admin/tokens/{id}",
+            get(admin::get_token).delete(admin::revoke_token),
+        )
         .route("/v1/me", get(me::me))
         .route(
             "/v1/me/tokens",
             get(me::list_my_tokens).post(me::create_my_token),
         )
-        .route("/v1/me/tokens/{id}", delete(me::revoke_my_token))
+        .route(
+            "/v1/me/tokens/{id}",
+            get(me::get_my_token).delete(me::revoke_my_token),
+        )
         .route("/v1/verify", post(verify::verify))
         .route("/v1/audit/events", get(audit::events))
         .route("/v1/audit/api-keys/{id}/history", get(audit::key_history))
+        .route("/v1/audit/principals/{id}", get(audit::principal))
         .route(
             "/v1/audit/principals/{id}/activity",
             get(audit::principal_activity),
@@ -68,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(super::conditional::conditional))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::observe::observe,

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use crate::activity::ActivityTracker;
 use crate::domain::{ApiKey, Pat, Timestamp, User};
 
-fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+/// The later of two optional instants.
+pub fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, None) => x,
@@ -14,7 +15,8 @@ fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     }
 }
 
-/// An API key (its service account).
+/// An API key (its service account). `previous_valid_until` is when the secret replaced by
+/// the latest regenerate stops (or stopped) working; `null` for a key never regenerated.
 pub fn api_key(key: &ApiKey, now: Timestamp, activity: &ActivityTracker) -> Value {
     json!({
         "id": key.id,
@@ -27,6 +29,7 @@ pub fn api_key(key: &ApiKey, now: Timestamp, activity: &ActivityTracker) -> Valu
         "updated_at": key.updated_at,
         "expires_at": key.expires_at,
         "last_used_at": later(key.last_used_at, activity.last_used_at(key.id)),
+        "previous_valid_until": key.superseded.last().map(|(_, until)| *until),
         "version": key.version,
     })
 }

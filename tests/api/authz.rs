@@ -92,6 +92,13 @@ fn routes() -> Vec<Route> {
         ),
         route(
             Method::GET,
+            "/v1/audit/principals/{id}",
+            AuditReader,
+            200,
+            SharedUser,
+        ),
+        route(
+            Method::GET,
             "/v1/audit/principals/{id}/activity",
             AuditReader,
             200,
@@ -115,6 +122,13 @@ fn routes() -> Vec<Route> {
         route(Method::GET, "/v1/me", AnyRole, 200, Fixed),
         route(Method::GET, "/v1/me/tokens", UsersOnly, 200, Fixed),
         route(Method::POST, "/v1/me/tokens", UsersOnly, 201, Fixed),
+        route(
+            Method::GET,
+            "/v1/me/tokens/{id}",
+            UsersOnly,
+            200,
+            FreshOwnToken,
+        ),
         route(
             Method::DELETE,
             "/v1/me/tokens/{id}",
@@ -169,6 +183,13 @@ fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/admin/users", AdminOnly, 201, Fixed),
         route(Method::GET, "/v1/admin/users", AdminOnly, 200, Fixed),
         route(
+            Method::GET,
+            "/v1/admin/users/{id}",
+            AdminOnly,
+            200,
+            SharedUser,
+        ),
+        route(
             Method::PATCH,
             "/v1/admin/users/{id}",
             AdminOnly,
@@ -195,6 +216,13 @@ fn routes() -> Vec<Route> {
             AdminOnly,
             200,
             SharedUser,
+        ),
+        route(
+            Method::GET,
+            "/v1/admin/tokens/{id}",
+            AdminOnly,
+            200,
+            FreshToken,
         ),
         route(
             Method::DELETE,
@@ -518,6 +546,11 @@ async fn every_route_times_every_credential() {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("application/json"));
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let text = response.text().await.expect("body");
             if got != want {
                 failures.push(format!("{cell}: expected {want}, got {got}: {text}"));
@@ -534,6 +567,18 @@ async fn every_route_times_every_credential() {
                     failures.push(format!(
                         "{cell}: expected code {:?}, got {code:?}",
                         expected_code(route, cred, got)
+                    ));
+                }
+                // RFC 6750 §3: every 401 names the Bearer scheme; a refused credential
+                // says invalid_token, a missing one says nothing more.
+                let want_challenge = match (got, &cred.secret) {
+                    (401, None) => Some("Bearer realm=\"keyledger\""),
+                    (401, Some(_)) => Some("Bearer realm=\"keyledger\", error=\"invalid_token\""),
+                    _ => None,
+                };
+                if challenge.as_deref() != want_challenge {
+                    failures.push(format!(
+                        "{cell}: WWW-Authenticate {challenge:?}, expected {want_challenge:?}"
                     ));
                 }
                 let size_after = app.log_size();

@@ -420,12 +420,19 @@ async fn unknown_routes_methods_and_ids_are_json_404_and_405() {
         Case::new("GET verify", Method::GET, "/v1/verify").expect(405, "method_not_allowed"),
         Case::new("DELETE verify", Method::DELETE, "/v1/verify").expect(405, "method_not_allowed"),
         Case::new("POST healthz", Method::POST, "/healthz").expect(405, "method_not_allowed"),
-        Case::new("GET a user", Method::GET, format!("{USERS}/{}", f.user_id))
+        Case::new("PUT a user", Method::PUT, format!("{USERS}/{}", f.user_id))
             .auth(admin)
             .expect(405, "method_not_allowed"),
         Case::new(
-            "GET a token",
+            "GET an unknown token",
             Method::GET,
+            format!("/v1/admin/tokens/{random}"),
+        )
+        .auth(admin)
+        .expect(404, "token_not_found"),
+        Case::new(
+            "PATCH a token",
+            Method::PATCH,
             format!("/v1/admin/tokens/{random}"),
         )
         .auth(admin)

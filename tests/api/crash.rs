@@ -178,25 +178,29 @@ async fn crash_round(
             "round {round}: {id}"
         );
     }
-    let response = client
-        .get(server.url("/v1/admin/api-keys"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("list keys");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("json");
-    let listed: BTreeMap<String, String> = body["api_keys"]
-        .as_array()
-        .expect("api_keys")
-        .iter()
-        .map(|k| {
-            (
+    // Every key, page by page.
+    let mut listed: BTreeMap<String, String> = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let response = client
+            .get(server.url(&format!("/v1/admin/api-keys?limit=250&after={after}")))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("list keys");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        for k in body["api_keys"].as_array().expect("api_keys") {
+            listed.insert(
                 k["id"].as_str().expect("id").to_string(),
                 k["name"].as_str().expect("name").to_string(),
-            )
-        })
-        .collect();
+            );
+        }
+        match body["next_after"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
     let status = server.terminate();
     assert!(
         status.success(),

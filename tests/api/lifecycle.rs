@@ -61,10 +61,21 @@ impl<'a> Client<'a> {
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();
         assert!(status < 500, "{path}: server error {status}");
-        let etag = response
-            .headers()
-            .get(ETAG)
-            .map(|v| v.to_str().expect("ascii etag").to_string());
+        // A resource's ETag is `"<version>.<body digest>"`: keep `"<version>"`, what
+        // If-Match compares, after checking the digest's shape. A list's is the digest
+        // alone, and is not kept.
+        let etag = response.headers().get(ETAG).and_then(|v| {
+            let full = v.to_str().expect("ascii etag").trim_matches('"');
+            let (version, digest) = match full.split_once('.') {
+                Some((version, digest)) => (Some(version), digest),
+                None => (None, full),
+            };
+            assert!(
+                digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{full}"
+            );
+            version.map(|v| format!("\"{v}\""))
+        });
         let text = response.text().await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {

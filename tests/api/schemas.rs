@@ -14,7 +14,7 @@ use jsonschema::{Registry, Validator};
 use keyledger::domain::events::{EVENT_TYPES, SignerRotated};
 use keyledger::domain::{Clock, EventData};
 use reqwest::Method;
-use reqwest::header::{CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH};
+use reqwest::header::{CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, IF_NONE_MATCH};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -264,6 +264,35 @@ impl<'a> Checker<'a> {
         self.send(Method::GET, path, secret, Body::None, None).await
     }
 
+    /// A GET with `If-None-Match: <tag>`.
+    async fn get_unless(&mut self, path: &str, secret: Option<&str>, tag: &str) -> Reply {
+        let mut request = self
+            .app
+            .client
+            .get(self.app.url(path))
+            .header(IF_NONE_MATCH, tag);
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        let reply = Self::read(request.send().await.expect("request")).await;
+        let path_only = path.split('?').next().unwrap_or(path);
+        self.check(&Method::GET, path_only, &reply);
+        reply
+    }
+
+    async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
     async fn post(&mut self, path: &str, secret: Option<&str>, body: Value) -> Reply {
         self.send(Method::POST, path, secret, Body::Json(body), None)
             .await
@@ -294,17 +323,7 @@ impl<'a> Checker<'a> {
         if let Some(version) = if_match {
             request = request.header(IF_MATCH, version);
         }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let reply = Reply {
-            status,
-            headers,
-            text,
-            json,
-        };
+        let reply = Self::read(request.send().await.expect("request")).await;
         let path_only = path.split('?').next().unwrap_or(path);
         self.check(&method, path_only, &reply);
         reply
@@ -492,7 +511,36 @@ async fn real_answers_and_entries_match_the_schemas() {
         .await
         .expect_error(400, "invalid_query");
     let key = format!("{keys}/{key_id}");
-    c.get(&key, a).await.expect(200);
+    let got = c.get(&key, a).await.expect(200);
+    c.get_unless(&key, a, &got.etag()).await.expect(304);
+    c.get_unless(&key, a, "\"1.0000000000000000\"")
+        .await
+        .expect(200);
+    let page = c.get(&format!("{keys}?limit=1"), a).await.expect(200);
+    let next = page.str("/next_after");
+    c.get(&format!("{keys}?limit=1&after={next}"), a)
+        .await
+        .expect(200);
+    let list_tag = c.get(keys, a).await.expect(200).etag();
+    c.get_unless(keys, a, &list_tag).await.expect(304);
+    for query in [
+        "q=ci&sort=-name",
+        "sort=last_used",
+        "sort=-created&limit=1000",
+    ] {
+        c.get(&format!("{keys}?{query}"), a).await.expect(200);
+    }
+    for query in [
+        "sort=size",
+        "limit=0",
+        "limit=1001",
+        "after=not-an-id",
+        &format!("after={}", new_id()),
+    ] {
+        c.get(&format!("{keys}?{query}"), a)
+            .await
+            .expect_error(400, "invalid_query");
+    }
     c.get(&format!("{keys}/{}", new_id()), a)
         .await
         .expect_error(404, "api_key_not_found");
@@ -725,6 +773,14 @@ async fn real_answers_and_entries_match_the_schemas() {
         .await
         .expect_error(400, "invalid_query");
     let user = format!("{users}/{ada_id}");
+    let got = c.get(&user, a).await.expect(200);
+    c.get_unless(&user, a, &got.etag()).await.expect(304);
+    c.get(&format!("{users}/{}", new_id()), a)
+        .await
+        .expect_error(404, "user_not_found");
+    c.get(&format!("{users}?q=ADA&sort=-email&limit=1"), a)
+        .await
+        .expect(200);
     let promoted = c
         .send(
             Method::PATCH,
@@ -779,6 +835,21 @@ async fn real_answers_and_entries_match_the_schemas() {
         .expect(201);
     let pat = laptop.str("/secret");
     let ada_pat = Some(pat.as_str());
+    let laptop_path = laptop
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Location")
+        .to_string();
+    assert_eq!(
+        laptop_path,
+        format!("/v1/admin/tokens/{}", laptop.str("/token/id"))
+    );
+    let got = c.get(&laptop_path, a).await.expect(200);
+    c.get_unless(&laptop_path, a, &got.etag()).await.expect(304);
+    c.get(&format!("/v1/admin/tokens/{}", new_id()), a)
+        .await
+        .expect_error(404, "token_not_found");
     c.post(&ada_tokens, a, json!({"name": "x", "expires_in_days": 0}))
         .await
         .expect_error(422, "invalid_lifetime");
@@ -812,6 +883,11 @@ async fn real_answers_and_entries_match_the_schemas() {
         .await
         .expect(201);
     let phone_path = format!("/v1/me/tokens/{}", phone.str("/token/id"));
+    c.get(&phone_path, ada_pat).await.expect(200);
+    // Another user's token is no token.
+    c.get(&laptop_path.replace("/v1/admin/", "/v1/me/"), auditor_pat)
+        .await
+        .expect_error(404, "token_not_found");
     c.post("/v1/me/tokens", ada_pat, json!({"name": ""}))
         .await
         .expect_error(422, "invalid_name");
@@ -878,6 +954,14 @@ async fn real_answers_and_entries_match_the_schemas() {
     c.get(&format!("{events}?after={next}&limit=1000"), a)
         .await
         .expect(200);
+    let newest = c
+        .get(&format!("{events}?order=desc&limit=2"), auditor_pat)
+        .await
+        .expect(200);
+    let before = newest.json["next_before"].as_u64().expect("an older page");
+    c.get(&format!("{events}?order=desc&before={before}"), a)
+        .await
+        .expect(200);
     let since = app.clock.now().plus_seconds(-3600).to_rfc3339();
     let until = app.clock.now().plus_seconds(3600).to_rfc3339();
     for query in [
@@ -897,6 +981,7 @@ async fn real_answers_and_entries_match_the_schemas() {
         "since=yesterday",
         "bogus=1",
         "after=-1",
+        "order=sideways",
     ] {
         c.get(&format!("{events}?{query}"), a)
             .await
@@ -931,6 +1016,15 @@ async fn real_answers_and_entries_match_the_schemas() {
     )
     .await
     .expect(200);
+    c.get(&format!("/v1/audit/principals/{key_id}"), auditor_pat)
+        .await
+        .expect(200);
+    c.get(&format!("/v1/audit/principals/{ada_id}"), a)
+        .await
+        .expect(200);
+    c.get(&format!("/v1/audit/principals/{}", new_id()), a)
+        .await
+        .expect_error(404, "principal_not_found");
     c.get(&format!("/v1/audit/principals/{}/activity", new_id()), a)
         .await
         .expect_error(404, "principal_not_found");
@@ -1129,7 +1223,8 @@ fn sample_key() -> Value {
     json!({
         "id": KEY_ID, "name": "ci bot", "role": "basic", "status": "active",
         "display": "klk_****a1B2", "created_at": AT, "created_by": "keyledger",
-        "updated_at": AT, "expires_at": null, "last_used_at": null, "version": 1,
+        "updated_at": AT, "expires_at": null, "last_used_at": null,
+        "previous_valid_until": null, "version": 1,
     })
 }
 
