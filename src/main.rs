@@ -35,11 +35,53 @@ enum LogFormat {
     Text,
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Where the log and the signing key live.
+/// Where a node's log, key and caches are.
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// The data dir: the log and the signing key on the default store; node-local caches
+    /// (the projection snapshot) always.
     #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
     data_dir: PathBuf,
+    /// Where the log lives: a PostgreSQL URI shared by several nodes
+    /// (`postgres://user@host:port/db`, several hosts and `target_session_attrs=read-write`
+    /// accepted); without it, sled in the data dir.
+    #[arg(long, env = "KEYLEDGER_STORE")]
+    store: Option<String>,
+    /// The signing key file (default `<data dir>/signing.key`).
+    #[arg(long, env = "KEYLEDGER_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// On a shared store, seconds a node may go without confirming it has applied
+    /// everything committed before it answers 503 instead.
+    #[arg(long, env = "KEYLEDGER_MAX_STALENESS", default_value_t = 2.0, value_parser = parse_staleness)]
+    max_staleness: f64,
+}
+
+impl NodeArgs {
+    fn config(&self, origin: Option<String>) -> anyhow::Result<server::NodeConfig> {
+        Ok(server::NodeConfig {
+            data_dir: self.data_dir.clone(),
+            store: match &self.store {
+                Some(raw) => server::StoreChoice::parse(raw)?,
+                None => server::StoreChoice::Sled,
+            },
+            signing_key: self.signing_key.clone(),
+            origin,
+            max_staleness: Duration::from_secs_f64(self.max_staleness),
+        })
+    }
+}
+
+fn parse_staleness(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(v) if (0.05..=600.0).contains(&v) => Ok(v),
+        _ => Err("a number of seconds between 0.05 and 600".into()),
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    node: NodeArgs,
     /// Address to listen on.
     #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -85,18 +127,20 @@ enum Cmd {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
-    /// Check a stopped server's data dir: every entry, signature, version and the Merkle root.
+    /// Check a log completely (a stopped server's data dir, or a shared store): every
+    /// entry, signature, version, Merkle node and the root.
     Check {
-        /// The data dir to check.
-        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Check against this verifier key instead of the signing key file's public half.
+        #[arg(long)]
+        vkey: Option<String>,
     },
-    /// Break glass: on a stopped server, append a signed `system` event creating a new
-    /// admin API key and print its secret once.
+    /// Break glass: append a signed `system` event creating a new admin API key and print
+    /// its secret once (on sled the server must be stopped).
     RecoverAdmin {
-        /// The stopped server's data dir.
-        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
         /// Name of the new key (default `recovery-admin-<UTC time>`).
         #[arg(long)]
         name: Option<String>,
@@ -113,8 +157,8 @@ fn main() -> ExitCode {
             vkey,
             checkpoint,
         } => run_verify(file, vkey, checkpoint),
-        Cmd::Check { data_dir } => run_check(data_dir),
-        Cmd::RecoverAdmin { data_dir, name } => run_recover_admin(data_dir, name),
+        Cmd::Check { node, vkey } => run_check(node, vkey),
+        Cmd::RecoverAdmin { node, name } => run_recover_admin(node, name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,14 +217,15 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the listening address")?;
         let clock = Arc::new(SystemClock);
-        let (ledger, bootstrap) =
-            server::open_ledger(&args.data_dir, args.origin.as_deref(), clock).await?;
+        let config = args.node.config(args.origin.clone())?;
+        let (ledger, bootstrap) = server::open_node(&config, clock).await?;
         if let Some(bootstrap) = &bootstrap {
             println!("{}", banner("a new log and a bootstrap", bootstrap));
         }
         println!(
-            "keyledger listening on http://{addr} (data dir {})",
-            args.data_dir.display()
+            "keyledger listening on http://{addr} (data dir {}, {})",
+            args.node.data_dir.display(),
+            ledger.store().describe()
         );
         tracing::info!(%addr, origin = ledger.origin(), size = ledger.checkpoint().checkpoint.size, "serving");
         let config = ServerConfig {
@@ -209,11 +254,12 @@ fn banner(what: &str, key: &server::Bootstrap) -> String {
     )
 }
 
-fn run_recover_admin(data_dir: PathBuf, name: Option<String>) -> anyhow::Result<()> {
+fn run_recover_admin(node: NodeArgs, name: Option<String>) -> anyhow::Result<()> {
     private_umask();
+    let config = node.config(None)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let key = runtime.block_on(server::recover_admin(
-        &data_dir,
+        &config,
         name.as_deref(),
         Arc::new(SystemClock),
     ))?;
@@ -222,19 +268,12 @@ fn run_recover_admin(data_dir: PathBuf, name: Option<String>) -> anyhow::Result<
     Ok(())
 }
 
-fn run_check(data_dir: PathBuf) -> anyhow::Result<()> {
-    let key_path = data_dir.join(keyledger::ledger::KEY_FILE);
-    if !key_path.exists() {
-        anyhow::bail!(
-            "{} has no signing key: not a keyledger data dir",
-            data_dir.display()
-        );
-    }
-    let (signer, _) = keyledger::ledger::load_or_create(&data_dir, None, server::DEFAULT_ORIGIN)?;
-    let store = server::open_store(&data_dir)?;
-    let report = keyledger::ledger::check(&store, &signer)?;
+fn run_check(node: NodeArgs, vkey: Option<String>) -> anyhow::Result<()> {
+    let config = node.config(None)?;
+    let verifier = server::check_verifier(&config, vkey.as_deref())?;
+    let report = server::check_log(&config, &verifier)?;
     println!(
-        "ok: {} entries, every signature, version and the Merkle root check",
+        "ok: {} entries, every signature, version, Merkle node and the root check",
         report.size
     );
     print!("{}", report.checkpoint);

@@ -1,21 +1,25 @@
-//! Start-up and the serving loop: open the data dir, check and replay the log, create the
-//! genesis and the bootstrap admin key on first run, then serve until told to stop.
+//! Start-up and the serving loop: open the store (sled in the data dir, or a shared
+//! PostgreSQL), check and replay the log, create the genesis and the bootstrap admin key on
+//! first run (exactly once, whichever node gets there first), then serve until told to stop.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::activity::ActivityTracker;
+use crate::crypto::note::{NoteSigner, NoteVerifier};
 use crate::crypto::secret::{PlainSecret, SecretKind};
-use crate::domain::{Actor, Clock, Command, KeyName, Role};
+use crate::domain::{Actor, Clock, Command, EventData, KeyName, Role};
 use crate::http::{AppState, connections, router};
-use crate::ledger::{self, Ledger};
-use crate::store::SledStore;
+use crate::ledger::snapshot::SnapshotFile;
+use crate::ledger::{self, Ledger, LedgerError, LedgerOptions};
+use crate::store::{PgStore, SledStore, Store};
 
 /// Name of the sled directory inside the data dir.
 pub const LOG_DIR: &str = "log";
@@ -31,99 +35,326 @@ pub struct Bootstrap {
     pub secret: PlainSecret,
 }
 
+/// Where the log lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// sled in `<data dir>/log`, this process only (the default).
+    Sled,
+    /// A PostgreSQL database shared by every node, by its libpq URI.
+    Postgres(String),
+}
+
+impl StoreChoice {
+    /// Parses `--store`: a `postgres://` or `postgresql://` URI (a bare `sled` means the
+    /// default).
+    pub fn parse(raw: &str) -> anyhow::Result<StoreChoice> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw == "sled" {
+            Ok(StoreChoice::Sled)
+        } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            Ok(StoreChoice::Postgres(raw.to_string()))
+        } else {
+            bail!("--store must be a postgres:// or postgresql:// URI (or `sled`, the default)")
+        }
+    }
+}
+
+/// How a node finds its log, its key and its cache.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The data dir: the sled log and the key by default; node-local caches always.
+    pub data_dir: PathBuf,
+    pub store: StoreChoice,
+    /// The signing key file (default `<data dir>/signing.key`).
+    pub signing_key: Option<PathBuf>,
+    /// The origin of a new log (checked against an existing key's).
+    pub origin: Option<String>,
+    /// How long a node on a shared store may go without confirming it is current.
+    pub max_staleness: Duration,
+}
+
+impl NodeConfig {
+    /// A sled node in `data_dir` with default settings.
+    pub fn sled(data_dir: &Path) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.to_path_buf(),
+            store: StoreChoice::Sled,
+            signing_key: None,
+            origin: None,
+            max_staleness: Duration::from_secs(2),
+        }
+    }
+
+    /// The signing key file.
+    pub fn key_path(&self) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(ledger::KEY_FILE))
+    }
+}
+
 /// Opens the sled store of `data_dir`, saying why when it cannot (a running server, no
 /// write permission, a read-only file system).
-pub fn open_store(data_dir: &Path) -> anyhow::Result<SledStore> {
+pub fn open_sled(data_dir: &Path) -> anyhow::Result<SledStore> {
     let log_dir = data_dir.join(LOG_DIR);
     SledStore::open(&log_dir)
         .map_err(|e| anyhow::anyhow!(ledger::data_dir::explain_open_error(&log_dir, &e)))
 }
 
-/// Opens the ledger in `data_dir`, creating key, genesis and bootstrap admin key on first
-/// start. Refuses (with the first bad seq) when the stored log does not check, and refuses
-/// a data dir that group or others may read.
+/// Opens the store a node is configured with. Blocking (and PostgreSQL's client must not
+/// run on an async worker): call it from a blocking thread.
+pub fn open_store(config: &NodeConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store {
+        StoreChoice::Sled => Arc::new(open_sled(&config.data_dir)?),
+        StoreChoice::Postgres(uri) => Arc::new(
+            PgStore::connect(uri)
+                .with_context(|| "connecting to the PostgreSQL store".to_string())?,
+        ),
+    })
+}
+
+/// Runs blocking work (store access) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a start-up task failed")?
+}
+
+/// The signing key of a node, and whether it is new (not yet on disk).
+fn node_signer(config: &NodeConfig) -> anyhow::Result<(NoteSigner, bool)> {
+    let path = config.key_path();
+    if path.exists() {
+        Ok((ledger::load_signer(&path, config.origin.as_deref())?, false))
+    } else {
+        let origin = config.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
+        Ok((ledger::generate(origin)?, true))
+    }
+}
+
+/// Refuses a key that is not the one the stored log was created with, saying which.
+fn check_key_matches(
+    store: &dyn Store,
+    signer: &NoteSigner,
+    new_key: bool,
+    key_path: &Path,
+) -> anyhow::Result<()> {
+    let Some((origin, public_key)) = ledger::stored_genesis(store)? else {
+        return Ok(());
+    };
+    let ours = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        signer.public_key(),
+    );
+    if new_key {
+        bail!(
+            "{} holds a log (origin {origin:?}, public key {public_key}) but {} does not exist: \
+             copy that log's signing key there (or pass --signing-key)",
+            store.describe(),
+            key_path.display()
+        );
+    }
+    if origin != signer.name() || public_key != ours {
+        bail!(
+            "the signing key {} (origin {:?}, key id {}) is not the key of the log in {} \
+             (origin {origin:?}, public key {public_key}); refusing to start",
+            key_path.display(),
+            signer.name(),
+            signer.key_id_hex(),
+            store.describe()
+        );
+    }
+    Ok(())
+}
+
+/// Opens the ledger of a node: its store, its key (created, mode 0600, when the log does
+/// not exist yet and the file is absent), the check of the stored log, and on first start
+/// the genesis and the bootstrap admin key. Refuses (with the first bad seq) a log that
+/// does not check, a key that is not the log's, and a data dir group or others may read.
+pub async fn open_node(
+    config: &NodeConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Ledger, Option<Bootstrap>)> {
+    ledger::data_dir::prepare(&config.data_dir)?;
+    let (signer, new_key) = node_signer(config)?;
+    let key_path = config.key_path();
+    let opened = {
+        let config = config.clone();
+        let signer = signer.clone();
+        let clock = clock.clone();
+        let key_path = key_path.clone();
+        blocking(move || {
+            let store = open_store(&config)?;
+            check_key_matches(store.as_ref(), &signer, new_key, &key_path)?;
+            if new_key {
+                // On disk before any genesis signed with it can exist: a crash can never
+                // leave a log whose key is lost.
+                ledger::write_new_key(&key_path, &signer)?;
+            }
+            let options = LedgerOptions {
+                max_staleness: config.max_staleness,
+                snapshot: Some(SnapshotFile::in_dir(&config.data_dir)),
+            };
+            let described = store.describe();
+            Ledger::open_with(store, signer, clock, options).with_context(|| {
+                format!("the log in {described} does not check; refusing to serve")
+            })
+        })
+        .await
+    };
+    let ledger = match opened {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            forget_new_key(new_key, &key_path);
+            return Err(e);
+        }
+    };
+    match bootstrap(&ledger, &signer).await {
+        Ok(made) => Ok((ledger, made)),
+        Err(e) => {
+            ledger.shutdown().await;
+            // Another node may have created the log first, with another key.
+            let store = ledger.store().clone();
+            let theirs = blocking(move || Ok(ledger::stored_genesis(store.as_ref())?)).await;
+            if let (true, Ok(Some((origin, public_key)))) = (new_key, theirs) {
+                forget_new_key(new_key, &key_path);
+                bail!(
+                    "another node created this log first (origin {origin:?}, public key \
+                     {public_key}); copy its signing key to {}",
+                    key_path.display()
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Removes a key file this start wrote, when the start failed before any log used it.
+fn forget_new_key(new_key: bool, path: &Path) {
+    if new_key {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(error = %e, path = %path.display(), "could not remove the unused new key file");
+        }
+    }
+}
+
+/// On a log without genesis, or without any key or user yet (a crash right after the
+/// genesis), appends what makes it usable and returns the bootstrap key to show once; on a
+/// log in use, nothing. Decided under the head lock, so with several nodes starting at
+/// once exactly one gets the key.
+async fn bootstrap(ledger: &Ledger, signer: &NoteSigner) -> anyhow::Result<Option<Bootstrap>> {
+    let needed =
+        ledger.read(|s| s.origin.is_none() || (s.api_keys.is_empty() && s.users.is_empty()));
+    if !needed {
+        return Ok(None);
+    }
+    let secret = PlainSecret::generate(SecretKind::ApiKey)?;
+    let key_id = Uuid::now_v7();
+    let command = Command::Bootstrap {
+        origin: signer.name().to_string(),
+        public_key: base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            signer.public_key(),
+        ),
+        key_id,
+        name: KeyName::parse(BOOTSTRAP_KEY_NAME)?,
+        secret_sha256: secret.sha256(),
+        display: secret.display(),
+    };
+    let receipt = ledger
+        .execute(command, Actor::system())
+        .await
+        .context("creating the genesis and the bootstrap admin key")?;
+    let made_key = receipt
+        .entries
+        .iter()
+        .any(|e| matches!(&e.data, EventData::ApiKeyCreated(d) if d.key_id == key_id));
+    Ok(made_key.then_some(Bootstrap { key_id, secret }))
+}
+
+/// Opens the sled ledger in `data_dir` (the single-node default; see [`open_node`]).
 pub async fn open_ledger(
     data_dir: &Path,
     origin: Option<&str>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Ledger, Option<Bootstrap>)> {
-    ledger::data_dir::prepare(data_dir)?;
-    let (signer, _created) = ledger::load_or_create(data_dir, origin, DEFAULT_ORIGIN)?;
-    let log_dir = data_dir.join(LOG_DIR);
-    let store = open_store(data_dir)?;
-    let origin = signer.name().to_string();
-    let public_key = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        signer.public_key(),
-    );
-    let ledger = Ledger::open(Arc::new(store), signer, clock).with_context(|| {
-        format!(
-            "the log in {} does not check; refusing to serve",
-            log_dir.display()
-        )
-    })?;
-    if ledger.read(|s| s.origin.is_none()) {
-        ledger
-            .execute(Command::Initialize { origin, public_key }, Actor::system())
-            .await
-            .context("writing the genesis entry")?;
-    }
-    // A log with no key and no user yet (first start, or a crash right after genesis) gets
-    // a bootstrap admin key; otherwise nobody could ever administer it.
-    let mut bootstrap = None;
-    if ledger.read(|s| s.api_keys.is_empty() && s.users.is_empty()) {
-        let secret = PlainSecret::generate(SecretKind::ApiKey)?;
-        let key_id = Uuid::now_v7();
-        ledger
-            .execute(
-                Command::CreateApiKey {
-                    key_id,
-                    name: KeyName::parse(BOOTSTRAP_KEY_NAME)?,
-                    role: Role::Admin,
-                    expires_at: None,
-                    secret_sha256: secret.sha256(),
-                    display: secret.display(),
-                },
-                Actor::system(),
-            )
-            .await
-            .context("creating the bootstrap admin key")?;
-        bootstrap = Some(Bootstrap { key_id, secret });
-    }
-    Ok((ledger, bootstrap))
+    let mut config = NodeConfig::sled(data_dir);
+    config.origin = origin.map(str::to_string);
+    open_node(&config, clock).await
 }
 
-/// Appends, on a stopped server's log, a `system` event creating a new admin API key, and
-/// returns it with its secret (to be shown once): the way back when no admin credential is
-/// left, as Vault's `operator generate-root`. Needs the data dir's signing key, so only
-/// whoever controls the server's files can do it; sled's lock keeps a running server out.
+/// The verifier for a full check: the key file's public half, or a vkey given.
+pub fn check_verifier(config: &NodeConfig, vkey: Option<&str>) -> anyhow::Result<NoteVerifier> {
+    match vkey {
+        Some(vkey) => NoteVerifier::parse(vkey).context("--vkey is not a verifier key"),
+        None => {
+            let path = config.key_path();
+            if !path.exists() {
+                bail!(
+                    "{} does not exist: give the log's signing key (--signing-key) or its verifier key (--vkey)",
+                    path.display()
+                );
+            }
+            Ok(ledger::load_signer(&path, None)?.verifier().clone())
+        }
+    }
+}
+
+/// Checks a log completely (every entry, signature, node and the root) with its public key.
+pub fn check_log(
+    config: &NodeConfig,
+    verifier: &NoteVerifier,
+) -> anyhow::Result<ledger::CheckReport> {
+    if config.store == StoreChoice::Sled && !config.data_dir.join(LOG_DIR).exists() {
+        bail!(
+            "{} has no log: not a keyledger data dir",
+            config.data_dir.display()
+        );
+    }
+    let store = open_store(config)?;
+    Ok(ledger::check(store.as_ref(), verifier)?)
+}
+
+/// Appends a `system` event creating a new admin API key, and returns it with its secret
+/// (to be shown once): the way back when no admin credential is left, as Vault's
+/// `operator generate-root`. Needs the log's signing key, so only whoever controls the
+/// server's files can do it. On sled, the store's lock keeps a running server out; on a
+/// shared store the other nodes may keep running.
 pub async fn recover_admin(
-    data_dir: &Path,
+    config: &NodeConfig,
     name: Option<&str>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Bootstrap> {
-    ledger::data_dir::prepare(data_dir)?;
-    if !data_dir.join(ledger::KEY_FILE).exists() {
-        anyhow::bail!(
-            "{} has no signing key: not a keyledger data dir",
-            data_dir.display()
+    ledger::data_dir::prepare(&config.data_dir)?;
+    let key_path = config.key_path();
+    if !key_path.exists() {
+        bail!(
+            "{} does not exist: recover-admin needs the log's signing key",
+            key_path.display()
         );
     }
-    let (signer, _) = ledger::load_or_create(data_dir, None, DEFAULT_ORIGIN)?;
-    let store = open_store(data_dir)?;
-    let log_dir = data_dir.join(LOG_DIR);
-    let ledger = Ledger::open(Arc::new(store), signer, clock.clone()).with_context(|| {
-        format!(
-            "the log in {} does not check; refusing to change it",
-            log_dir.display()
-        )
-    })?;
+    let signer = ledger::load_signer(&key_path, None)?;
+    let ledger = {
+        let config = config.clone();
+        let clock = clock.clone();
+        blocking(move || {
+            let store = open_store(&config)?;
+            check_key_matches(store.as_ref(), &signer, false, &key_path)?;
+            let described = store.describe();
+            let options = LedgerOptions {
+                max_staleness: config.max_staleness,
+                snapshot: None,
+            };
+            Ledger::open_with(store, signer, clock, options).with_context(|| {
+                format!("the log in {described} does not check; refusing to change it")
+            })
+        })
+        .await?
+    };
     if ledger.read(|s| s.origin.is_none()) {
         ledger.shutdown().await;
-        anyhow::bail!(
-            "the log in {} is empty: start the server once to create it and its bootstrap key",
-            log_dir.display()
-        );
+        bail!("the log is empty: start the server once to create it and its bootstrap key");
     }
     let name = match name {
         Some(name) => KeyName::parse(name)?,
@@ -148,8 +379,11 @@ pub async fn recover_admin(
         )
         .await;
     ledger.shutdown().await;
-    created.context("creating the recovery admin key")?;
-    Ok(Bootstrap { key_id, secret })
+    match created {
+        Ok(_) => Ok(Bootstrap { key_id, secret }),
+        Err(LedgerError::Domain(e)) => Err(anyhow::anyhow!("{e}")),
+        Err(e) => Err(anyhow::anyhow!("creating the recovery admin key: {e}")),
+    }
 }
 
 /// When to stop serving: `drain` starts the shutdown (readiness turns 503 and the server

@@ -91,6 +91,17 @@ pub enum Command {
         origin: String,
         public_key: String,
     },
+    /// Makes a log usable, once, whichever node gets there first: on an empty log the
+    /// genesis and a bootstrap admin key; on a log with a genesis but no key and no user (a
+    /// crash right after the genesis) just the key; otherwise nothing.
+    Bootstrap {
+        origin: String,
+        public_key: String,
+        key_id: Uuid,
+        name: KeyName,
+        secret_sha256: SecretSha256,
+        display: String,
+    },
     CreateApiKey {
         key_id: Uuid,
         name: KeyName,
@@ -159,10 +170,41 @@ pub fn decide(
     command: &Command,
     now: Timestamp,
 ) -> Result<Vec<EventData>, DomainError> {
-    if !matches!(command, Command::Initialize { .. }) && state.origin.is_none() {
+    if !matches!(
+        command,
+        Command::Initialize { .. } | Command::Bootstrap { .. }
+    ) && state.origin.is_none()
+    {
         return Err(DomainError::NotInitialized);
     }
     match command {
+        Command::Bootstrap {
+            origin,
+            public_key,
+            key_id,
+            name,
+            secret_sha256,
+            display,
+        } => {
+            let mut out = Vec::new();
+            if state.origin.is_none() {
+                out.push(EventData::LedgerInitialized(LedgerInitialized {
+                    origin: origin.clone(),
+                    public_key: public_key.clone(),
+                }));
+            }
+            if state.api_keys.is_empty() && state.users.is_empty() {
+                out.push(EventData::ApiKeyCreated(ApiKeyCreated {
+                    key_id: *key_id,
+                    name: name.as_str().to_string(),
+                    role: Role::Admin,
+                    display: display.clone(),
+                    secret_sha256: *secret_sha256,
+                    expires_at: None,
+                }));
+            }
+            Ok(out)
+        }
         Command::Initialize { origin, public_key } => {
             if state.origin.is_some() {
                 return Err(DomainError::AlreadyInitialized);

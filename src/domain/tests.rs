@@ -1931,3 +1931,48 @@ fn emails_collide_after_folding() {
         .when(register(UNKNOWN, "bob@example.org", Role::Basic), now())
         .then_error(DomainError::EmailTaken);
 }
+
+// ---------------------------------------------------------------------------------------
+// Bootstrap
+// ---------------------------------------------------------------------------------------
+
+fn bootstrap() -> Command {
+    Command::Bootstrap {
+        origin: "keyledger.test/log".into(),
+        public_key: "MCowBQYDK2VwAyEA".into(),
+        key_id: BOOTSTRAP,
+        name: name("bootstrap-admin"),
+        secret_sha256: secret(BOOTSTRAP),
+        display: display(BOOTSTRAP),
+    }
+}
+
+#[test]
+fn bootstrap_on_an_empty_log_is_genesis_and_an_admin_key() {
+    given(vec![]).when(bootstrap(), now()).then_events(vec![
+        genesis(),
+        key_created(BOOTSTRAP, "bootstrap-admin", Role::Admin, None),
+    ]);
+}
+
+#[test]
+fn bootstrap_after_a_bare_genesis_adds_only_the_key() {
+    given(vec![genesis()])
+        .when(bootstrap(), now())
+        .then_events(vec![key_created(
+            BOOTSTRAP,
+            "bootstrap-admin",
+            Role::Admin,
+            None,
+        )]);
+}
+
+#[test]
+fn bootstrap_of_a_log_in_use_does_nothing() {
+    given(with_user())
+        .when(bootstrap(), now())
+        .then_events(vec![]);
+    given(with_key())
+        .when(bootstrap(), now())
+        .then_events(vec![]);
+}

@@ -73,19 +73,32 @@ fn json_array(entries: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-fn read_entries(state: &AppState, seqs: &[u64]) -> Result<Vec<Vec<u8>>, ApiError> {
-    let store = state.ledger.store();
-    seqs.iter()
-        .map(|&seq| match store.entry(seq) {
-            Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => {
+/// The bytes of the entries at `seqs`, read on a blocking thread (the store may be a
+/// remote database) in one store call.
+async fn read_entries(state: &AppState, seqs: Vec<u64>) -> Result<Vec<Vec<u8>>, ApiError> {
+    let store = state.ledger.store().clone();
+    let unavailable = if state.ledger.is_shared() {
+        ApiError::ledger_unavailable
+    } else {
+        ApiError::unavailable
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        let found = store.entries_at(&seqs)?;
+        Ok::<_, crate::store::StoreError>(seqs.into_iter().zip(found).collect::<Vec<_>>())
+    })
+    .await
+    .map_err(|_| unavailable())?
+    .map_err(|e| {
+        tracing::error!(error = %e, "reading entries failed");
+        unavailable()
+    })?;
+    found
+        .into_iter()
+        .map(|(seq, bytes)| {
+            bytes.ok_or_else(|| {
                 tracing::error!(seq, "indexed entry missing from the store");
-                Err(ApiError::unavailable())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reading an entry failed");
-                Err(ApiError::unavailable())
-            }
+                unavailable()
+            })
         })
         .collect()
 }
@@ -139,7 +152,7 @@ pub async fn events(
     let page = state
         .ledger
         .read_projections(|p| p.audit.query(&filter, limit, size));
-    let entries = read_entries(&state, &page.seqs)?;
+    let entries = read_entries(&state, page.seqs.clone()).await?;
     let mut body = b"{\"events\":".to_vec();
     body.extend_from_slice(&json_array(&entries));
     body.extend_from_slice(if descending {
@@ -175,7 +188,7 @@ pub async fn key_history(
             .filter(|&s| s < size)
             .collect()
     });
-    let entries = read_entries(&state, &seqs)?;
+    let entries = read_entries(&state, seqs).await?;
     let mut body = format!("{{\"key_id\":\"{key_id}\",\"events\":").into_bytes();
     body.extend_from_slice(&json_array(&entries));
     body.push(b'}');

@@ -69,6 +69,11 @@ impl<R: RoleRule> FromRequestParts<AppState> for Caller<R> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let secret = bearer(&parts.headers)?;
+        // A node that cannot confirm it is current must not let a credential revoked
+        // elsewhere in: it refuses rather than authenticate from a stale state.
+        if !state.ledger.is_current() {
+            return Err(ApiError::ledger_unavailable());
+        }
         let now = state.ledger.clock().now();
         let route = parts
             .extensions

@@ -89,6 +89,15 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// 503: the shared store cannot be reached, or this node cannot confirm it is current.
+    pub fn ledger_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            "the ledger cannot confirm it is current (its store is unreachable); nothing was changed, retry shortly",
+        )
+    }
+
     /// 503: storage cannot take writes.
     pub fn unavailable() -> ApiError {
         ApiError::new(
@@ -150,6 +159,13 @@ impl From<LedgerError> for ApiError {
         match e {
             LedgerError::Domain(d) => d.into(),
             LedgerError::Unavailable => ApiError::unavailable(),
+            LedgerError::Unreachable => ApiError::ledger_unavailable(),
+            LedgerError::Unknown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the connection to the store failed while the command was being committed; \
+                 read the resource before retrying",
+            ),
         }
     }
 }

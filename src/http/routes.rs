@@ -109,6 +109,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "the server is shutting down; send new requests elsewhere",
         )
         .into_response()
+    } else if !state.ledger.is_current() {
+        ApiError::ledger_unavailable().into_response()
     } else if state.ledger.is_available() {
         let size = state.ledger.checkpoint().checkpoint.size;
         axum::Json(json!({"status": "ready", "size": size})).into_response()

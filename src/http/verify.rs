@@ -50,6 +50,11 @@ pub async fn verify(
             ));
         }
     };
+    // Fail closed: never a possibly stale VALID (SPEC §9, the one exception to "verify
+    // always answers 200").
+    if !state.ledger.is_current() {
+        return Err(ApiError::ledger_unavailable());
+    }
     let now = state.ledger.clock().now();
     let outcome = state
         .ledger

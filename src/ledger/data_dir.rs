@@ -52,7 +52,6 @@ pub fn explain_open_error(path: &Path, error: &StoreError) -> String {
     let shown = path.display();
     let io_kind = match error {
         StoreError::Io(e) => Some((e.kind(), e.to_string())),
-        StoreError::Sled(sled::Error::Io(e)) => Some((e.kind(), e.to_string())),
         _ => None,
     };
     match io_kind {

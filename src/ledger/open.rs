@@ -1,24 +1,30 @@
-//! Start-up: read the stored log back, check it against the last checkpoint, and rebuild
-//! the state. Nothing is served until this passes.
+//! Start-up: read the stored log back, check it against its signed checkpoint, and rebuild
+//! the state. Nothing is served until this passes. The same code runs on every store.
 //!
-//! Checked for every entry: the keys run 0, 1, 2, … without a hole; the bytes are canonical
-//! JSON of a well-formed entry whose `seq` is its key; each stream's versions run 1, 2, …;
-//! `at` never goes backwards; the leaf hash and every Merkle node the entry completes equal
-//! the stored ones. Then: the entry count equals the checkpoint's size, the recomputed root
-//! equals its root, its signature verifies, seq 0 is a genesis naming this signing key, and
-//! the last entry's signature verifies. Every failure names the first bad seq; corrupt data
-//! never panics.
+//! Checked for every entry: the seqs run 0, 1, 2, … without a hole; the leaf hash of its
+//! bytes equals the stored leaf (and, for the entries parsed, every Merkle node it completes
+//! equals the stored one); for the entries parsed, the bytes are canonical JSON of a
+//! well-formed entry whose `seq` is its key, each stream's versions run 1, 2, … and `at`
+//! never goes backwards. Then: the entry count equals the checkpoint's size, the recomputed
+//! root equals its root, its signature verifies, seq 0 is a genesis naming this log's
+//! origin and key, and the last entry's signature verifies. Entries covered by a valid
+//! projection snapshot are hashed and compared, not parsed. Every failure names the first
+//! bad seq; corrupt data never panics.
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::crypto::merkle::{self, Frontier};
-use crate::crypto::note::{Checkpoint, NoteSigner};
+use crate::crypto::merkle::{self, Frontier, Hash};
+use crate::crypto::note::{Checkpoint, NoteVerifier};
 use crate::crypto::seal;
 use crate::domain::{Entry, State, Timestamp, chain};
 use crate::projections::Projections;
 use crate::store::{Store, StoreError};
 
 use super::CheckpointState;
+use super::snapshot::Snapshot;
+
+/// Entries handled per pass: their completed Merkle nodes are checked in one store read.
+const CHUNK: usize = 512;
 
 /// Why the stored log cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +58,7 @@ fn bad(seq: u64, reason: impl std::fmt::Display) -> OpenError {
     }
 }
 
-/// What replay produced, handed to the writer and the read model.
+/// What replay produced, handed to the writer and the read side.
 pub(super) struct Opened {
     /// Entries parsed and applied (the rest came from the snapshot).
     pub replayed: u64,
@@ -62,101 +68,82 @@ pub(super) struct Opened {
     pub checkpoint: CheckpointState,
 }
 
+/// The checkpoint of an empty log (unsigned: nothing to vouch for).
+pub(super) fn empty_checkpoint(origin: &str) -> CheckpointState {
+    let checkpoint = Checkpoint {
+        origin: origin.to_string(),
+        size: 0,
+        root: merkle::empty_root(),
+    };
+    CheckpointState {
+        note: String::new(),
+        checkpoint,
+    }
+}
+
+/// Opens and checks a signed checkpoint note against the log's key.
+pub(super) fn open_checkpoint(
+    note: &str,
+    verifier: &NoteVerifier,
+) -> Result<CheckpointState, OpenError> {
+    let checkpoint =
+        Checkpoint::open(note, verifier).map_err(|e| OpenError::Checkpoint(e.to_string()))?;
+    Ok(CheckpointState {
+        note: note.to_string(),
+        checkpoint,
+    })
+}
+
 /// Reads and checks the whole stored log.
 ///
 /// With `every_signature`, each entry's signature is checked too (as `keyledger check`
-/// does); otherwise only the genesis's and the last entry's, which keeps start-up fast
-/// while the Merkle checks cover every byte.
+/// does) and no snapshot is used; otherwise only the genesis's and the last entry's, which
+/// keeps start-up fast while the Merkle checks cover every byte.
 pub(super) fn replay(
     store: &dyn Store,
-    signer: &NoteSigner,
+    verifier: &NoteVerifier,
+    snapshot: Option<Snapshot>,
     every_signature: bool,
 ) -> Result<Opened, OpenError> {
-    let verifier = signer.verifier();
     let key = *verifier.verifying_key();
+    let head = store.head()?;
     let end = store.end()?;
-    let (checkpoint, note) = match store.checkpoint()? {
-        Some(note) => {
-            let checkpoint = Checkpoint::open(&note, verifier)
-                .map_err(|e| OpenError::Checkpoint(e.to_string()))?;
-            (checkpoint, note)
-        }
-        None if end == 0 => {
-            let checkpoint = Checkpoint {
-                origin: signer.name().to_string(),
-                size: 0,
-                root: merkle::empty_root(),
-            };
-            let note = checkpoint
-                .sign(signer)
-                .map_err(|e| OpenError::Checkpoint(e.to_string()))?;
-            (checkpoint, note)
-        }
+    let checkpoint = match &head.checkpoint {
+        Some(note) => open_checkpoint(note, verifier)?,
+        None if end == 0 => empty_checkpoint(verifier.name()),
         None => return Err(bad(0, "entries are stored but no checkpoint covers them")),
     };
-
     let snapshot = if every_signature {
         None
     } else {
-        load_snapshot(store, &checkpoint)
+        snapshot.filter(|s| s.size <= checkpoint.checkpoint.size)
     };
     let snapshot_size = snapshot.as_ref().map_or(0, |s| s.size);
-    match scan(store, signer, &key, &checkpoint, snapshot, every_signature) {
+    let scanned = match scan(
+        store,
+        verifier,
+        &key,
+        &checkpoint.checkpoint,
+        snapshot,
+        every_signature,
+    ) {
         Err(ScanError::StaleSnapshot) => {
             tracing::warn!(
                 size = snapshot_size,
                 "the projection snapshot does not match the log; replaying it all"
             );
-            let scanned = scan(store, signer, &key, &checkpoint, None, every_signature);
-            finish(store, &key, checkpoint, note, scanned)
+            scan(
+                store,
+                verifier,
+                &key,
+                &checkpoint.checkpoint,
+                None,
+                every_signature,
+            )
         }
-        other => finish(store, &key, checkpoint, note, other),
-    }
-}
-
-/// A snapshot of the read side at some tree size, so start-up can skip parsing and applying
-/// the entries it covers (their bytes are still hashed and checked against the tree).
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct Snapshot {
-    pub size: u64,
-    pub root: merkle::Hash,
-    pub state: State,
-    pub projections: Projections,
-}
-
-/// The same layout, borrowed, for writing.
-#[derive(serde::Serialize)]
-pub(super) struct SnapshotRef<'a> {
-    pub size: u64,
-    pub root: merkle::Hash,
-    pub state: &'a State,
-    pub projections: &'a Projections,
-}
-
-fn load_snapshot(store: &dyn Store, checkpoint: &Checkpoint) -> Option<Snapshot> {
-    let bytes = match store.load_snapshot() {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the projection snapshot; replaying the log");
-            return None;
-        }
+        other => other,
     };
-    match crate::codec::decode::<Snapshot>(&bytes) {
-        Ok(snapshot)
-            if snapshot.size <= checkpoint.size && snapshot.state.size == snapshot.size =>
-        {
-            Some(snapshot)
-        }
-        Ok(_) => {
-            tracing::warn!("the projection snapshot is ahead of the checkpoint; replaying the log");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the projection snapshot does not decode; replaying the log");
-            None
-        }
-    }
+    finish(store, &key, checkpoint, scanned)
 }
 
 enum ScanError {
@@ -183,30 +170,57 @@ struct Scanned {
     frontier: Frontier,
 }
 
+/// The running position of a scan.
+struct Scan<'a> {
+    store: &'a dyn Store,
+    verifier: &'a NoteVerifier,
+    key: &'a VerifyingKey,
+    every_signature: bool,
+    fast_until: u64,
+    snapshot_root: Option<Hash>,
+    state: State,
+    projections: Projections,
+    frontier: Frontier,
+    last_at: Option<Timestamp>,
+}
+
 /// Reads every stored entry. Below the snapshot's size, entries are only hashed and
 /// compared with the stored leaves; from there on, each is parsed, checked and applied.
 fn scan(
     store: &dyn Store,
-    signer: &NoteSigner,
+    verifier: &NoteVerifier,
     key: &VerifyingKey,
     checkpoint: &Checkpoint,
     snapshot: Option<Snapshot>,
     every_signature: bool,
 ) -> Result<Scanned, ScanError> {
-    let (fast_until, snapshot_root, mut state, mut projections) = match snapshot {
+    let (fast_until, snapshot_root, state, projections) = match snapshot {
         Some(s) => (s.size, Some(s.root), s.state, s.projections),
         None => (0, None, State::default(), Projections::default()),
     };
-    let mut frontier = Frontier::new();
-    let mut last_at: Option<Timestamp> = state.last_at;
+    let mut scan = Scan {
+        store,
+        verifier,
+        key,
+        every_signature,
+        fast_until,
+        snapshot_root,
+        last_at: state.last_at,
+        state,
+        projections,
+        frontier: Frontier::new(),
+    };
     let mut leaves = store.leaves(0, fast_until);
+    let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
     for item in store.entries(0, u64::MAX) {
         let (seq, bytes) = item?;
-        let expected = frontier.size();
+        let expected = scan.frontier.size() + chunk.len() as u64;
         if seq != expected {
+            scan.run(&mut chunk, &mut leaves)?;
             return Err(bad(expected, "entry is missing").into());
         }
         if seq >= checkpoint.size {
+            scan.run(&mut chunk, &mut leaves)?;
             return Err(bad(
                 seq,
                 format!(
@@ -216,60 +230,21 @@ fn scan(
             )
             .into());
         }
-        let leaf = merkle::leaf_hash(&bytes);
-        if seq < fast_until {
-            match leaves.next().transpose()? {
-                Some((index, stored)) if index == seq && stored == leaf => {}
-                Some((index, _)) if index == seq => {
-                    return Err(bad(seq, "entry bytes do not match the stored Merkle tree").into());
-                }
-                _ => return Err(bad(seq, "the Merkle leaf of this entry is missing").into()),
-            }
-            frontier.push(leaf);
-            if seq == 0 {
-                let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
-                check_genesis(&entry, signer)?;
-                seal::verify(&entry, &signed, key).map_err(|e| bad(seq, e))?;
-            }
-            if frontier.size() == fast_until && Some(frontier.root()) != snapshot_root {
-                return Err(ScanError::StaleSnapshot);
-            }
-            continue;
+        chunk.push((seq, bytes));
+        if chunk.len() == CHUNK {
+            scan.run(&mut chunk, &mut leaves)?;
         }
-        // The signed bytes cost a second canonicalisation: rebuilt only when checked.
-        let (entry, signed) = if seq == 0 || every_signature {
-            let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
-            (entry, Some(signed))
-        } else {
-            (seal::parse_entry(&bytes).map_err(|e| bad(seq, e))?, None)
-        };
-        chain::check_next(&entry, seq, state.version(&entry.stream), last_at)
-            .map_err(|e| bad(seq, e))?;
-        for (level, index, hash) in frontier.push(leaf) {
-            match store.node(level, index)? {
-                Some(stored) if stored == hash => {}
-                Some(_) => {
-                    return Err(bad(seq, "entry bytes do not match the stored Merkle tree").into());
-                }
-                None => {
-                    return Err(bad(seq, "a Merkle node completed by this entry is missing").into());
-                }
-            }
-        }
-        // After the Merkle comparison, so a damaged genesis is reported as a bad seq 0
-        // rather than as a wrong key.
-        if seq == 0 {
-            check_genesis(&entry, signer)?;
-        }
-        if let Some(signed) = &signed {
-            seal::verify(&entry, signed, key).map_err(|e| bad(seq, e))?;
-        }
-        state.apply(&entry);
-        projections.apply(&entry);
-        last_at = Some(entry.at);
     }
+    scan.run(&mut chunk, &mut leaves)?;
+    let Scan {
+        frontier,
+        mut state,
+        mut projections,
+        fast_until,
+        ..
+    } = scan;
     if frontier.size() < fast_until {
-        // The log is shorter than the snapshot: the check below names the missing seq.
+        // The log is shorter than the snapshot: the check of the size names the missing seq.
         state = State::default();
         projections = Projections::default();
     }
@@ -281,12 +256,109 @@ fn scan(
     })
 }
 
+impl Scan<'_> {
+    /// Checks and applies one chunk of consecutive entries.
+    fn run(
+        &mut self,
+        chunk: &mut Vec<(u64, Vec<u8>)>,
+        leaves: &mut crate::store::LeafIter<'_>,
+    ) -> Result<(), ScanError> {
+        let mut completed: Vec<(u64, (u8, u64, Hash))> = Vec::new();
+        for (seq, bytes) in chunk.drain(..) {
+            if let Err(e) = self.entry(seq, &bytes, &mut completed, leaves) {
+                // An earlier entry of this chunk (or this one's bytes) may be the first bad
+                // one: name it rather than a later symptom.
+                self.check_nodes(&completed)?;
+                return Err(e);
+            }
+        }
+        self.check_nodes(&completed)?;
+        Ok(())
+    }
+
+    /// Checks and applies one entry; the nodes it completes are added to `completed`, to be
+    /// compared with the stored ones in one read per chunk.
+    fn entry(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+        completed: &mut Vec<(u64, (u8, u64, Hash))>,
+        leaves: &mut crate::store::LeafIter<'_>,
+    ) -> Result<(), ScanError> {
+        let leaf = merkle::leaf_hash(bytes);
+        if seq < self.fast_until {
+            match leaves.next().transpose()? {
+                Some((index, stored)) if index == seq && stored == leaf => {}
+                Some((index, _)) if index == seq => {
+                    return Err(bad(seq, "entry bytes do not match the stored Merkle tree").into());
+                }
+                _ => return Err(bad(seq, "the Merkle leaf of this entry is missing").into()),
+            }
+            self.frontier.push(leaf);
+            if seq == 0 {
+                let (entry, signed) = seal::parse(bytes).map_err(|e| bad(seq, e))?;
+                check_genesis(&entry, self.verifier)?;
+                seal::verify(&entry, &signed, self.key).map_err(|e| bad(seq, e))?;
+            }
+            if self.frontier.size() == self.fast_until
+                && Some(self.frontier.root()) != self.snapshot_root
+            {
+                return Err(ScanError::StaleSnapshot);
+            }
+            return Ok(());
+        }
+        for node in self.frontier.push(leaf) {
+            completed.push((seq, node));
+        }
+        // The signed bytes cost a second canonicalisation: rebuilt only when checked.
+        let (entry, signed) = if seq == 0 || self.every_signature {
+            let (entry, signed) = seal::parse(bytes).map_err(|e| bad(seq, e))?;
+            (entry, Some(signed))
+        } else {
+            (seal::parse_entry(bytes).map_err(|e| bad(seq, e))?, None)
+        };
+        chain::check_next(&entry, seq, self.state.version(&entry.stream), self.last_at)
+            .map_err(|e| bad(seq, e))?;
+        if seq == 0 {
+            check_genesis(&entry, self.verifier)?;
+        }
+        if let Some(signed) = &signed {
+            seal::verify(&entry, signed, self.key).map_err(|e| bad(seq, e))?;
+        }
+        self.state.apply(&entry);
+        self.projections.apply(&entry);
+        self.last_at = Some(entry.at);
+        Ok(())
+    }
+
+    /// Compares the nodes a chunk completed with the stored ones, naming the first entry
+    /// whose node differs or is missing.
+    fn check_nodes(&self, completed: &[(u64, (u8, u64, Hash))]) -> Result<(), OpenError> {
+        let wanted: Vec<(u8, u64)> = completed.iter().map(|(_, (l, i, _))| (*l, *i)).collect();
+        let stored = self.store.nodes(&wanted)?;
+        for ((seq, (_, _, hash)), stored) in completed.iter().zip(stored) {
+            match stored {
+                Some(stored) if stored == *hash => {}
+                Some(_) => {
+                    return Err(bad(*seq, "entry bytes do not match the stored Merkle tree"));
+                }
+                None => {
+                    return Err(bad(
+                        *seq,
+                        "a Merkle node completed by this entry is missing",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The checks on the whole: size, root, the last entry's signature.
 fn finish(
     store: &dyn Store,
     key: &VerifyingKey,
-    checkpoint: Checkpoint,
-    note: String,
+    checkpoint: CheckpointState,
     scanned: Result<Scanned, ScanError>,
 ) -> Result<Opened, OpenError> {
     let Scanned {
@@ -303,18 +375,15 @@ fn finish(
             ));
         }
     };
-    let key = *key;
-    if frontier.size() < checkpoint.size {
+    let size = checkpoint.checkpoint.size;
+    if frontier.size() < size {
         return Err(bad(
             frontier.size(),
-            format!(
-                "entry is missing: the checkpoint covers {} entries",
-                checkpoint.size
-            ),
+            format!("entry is missing: the checkpoint covers {size} entries"),
         ));
     }
-    if frontier.root() != checkpoint.root {
-        return Err(first_bad_signature(store, &key)?.unwrap_or_else(|| {
+    if frontier.root() != checkpoint.checkpoint.root {
+        return Err(first_bad_signature(store, key)?.unwrap_or_else(|| {
             OpenError::Checkpoint("the recomputed Merkle root differs from the checkpoint's".into())
         }));
     }
@@ -325,23 +394,24 @@ fn finish(
             .entry(seq)?
             .ok_or_else(|| bad(seq, "entry is missing"))?;
         let (entry, signed) = seal::parse(&bytes).map_err(|e| bad(seq, e))?;
-        seal::verify(&entry, &signed, &key).map_err(|e| bad(seq, e))?;
+        seal::verify(&entry, &signed, key).map_err(|e| bad(seq, e))?;
     }
     Ok(Opened {
         replayed,
         state,
         projections,
         frontier,
-        checkpoint: CheckpointState { note, checkpoint },
+        checkpoint,
     })
 }
 
-fn check_genesis(entry: &Entry, signer: &NoteSigner) -> Result<(), OpenError> {
-    if chain::is_genesis_of(entry, signer.name(), &signer.public_key()) {
+/// Whether `entry` is the genesis of the log `verifier` speaks for.
+pub(super) fn check_genesis(entry: &Entry, verifier: &NoteVerifier) -> Result<(), OpenError> {
+    if chain::is_genesis_of(entry, verifier.name(), &verifier.public_key()) {
         Ok(())
     } else {
         Err(OpenError::WrongKey(
-            "signing.key is not the key this log was created with".into(),
+            "the signing key is not the key this log was created with".into(),
         ))
     }
 }

@@ -1,25 +1,31 @@
-//! The writer thread: the only code that appends to the log.
+//! The writer thread: the only code of a node that appends to the log.
 //!
 //! Each turn it takes the first waiting message and everything else already queued (up to
-//! [`MAX_BATCH`]): while one batch is being fsynced, the next one gathers, so concurrent
-//! commands share one flush (group commit). Signatures and hashes are all computed before
-//! the store's transaction starts. Every answer, refusals included, is sent after the
-//! batch's commit, because a command's outcome may depend on an earlier command in the
-//! same batch.
+//! [`MAX_BATCH`]): while one batch is being committed, the next one gathers, so concurrent
+//! commands share one commit (group commit). Per batch: lock the head → catch up with what
+//! other nodes appended → decide → sign → extend the tree → sign the checkpoint → commit →
+//! publish → answer. Every answer, refusals included, is sent after the batch's commit,
+//! because a command's outcome may depend on an earlier command in the same batch; when
+//! the commit fails, every command of the batch is refused with the failure, since the
+//! decisions were made against entries that never landed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::open::Opened;
+use super::open::open_checkpoint;
 use super::{CheckpointState, LedgerError, MAX_BATCH, Message, Receipt, Shared, WriteRequest};
-use crate::crypto::merkle::{self, Frontier};
+use crate::crypto::merkle::{self, Frontier, Hash};
 use crate::crypto::note::{Checkpoint, NoteSigner};
 use crate::crypto::seal;
-use crate::domain::{self, Clock, Entry, State};
-use crate::store::{CommitBatch, CommitTimes};
+use crate::domain::{self, Clock, Entry, State, chain};
+use crate::store::{CommitBatch, HeadLock, StoreError};
+
+/// How long a commit whose outcome is unknown is looked into before giving up.
+const SETTLE_FOR: Duration = Duration::from_secs(10);
 
 type Reply = (
     oneshot::Sender<Result<Receipt, LedgerError>>,
@@ -30,10 +36,31 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     signer: NoteSigner,
     clock: Arc<dyn Clock>,
-    /// The write model: includes the current batch's entries before they are durable.
+    /// The write model: the log as last seen under the head lock, plus the current batch's
+    /// entries before they are durable.
     state: State,
     frontier: Frontier,
+    /// False after a failed commit: the write model may hold entries that never landed, so
+    /// it is rebuilt from the read side (and caught up under the lock) before the next batch.
+    trusted: bool,
+    /// Set for good when the store can no longer be written (sled after a failed fsync).
     failed: bool,
+}
+
+/// What other nodes appended since this writer last looked, checked against the head's
+/// signed checkpoint.
+#[derive(Default)]
+struct CaughtUp {
+    entries: Vec<(Entry, Hash)>,
+    /// The head's checkpoint, when there was anything to catch up with.
+    checkpoint: Option<CheckpointState>,
+}
+
+/// How a commit whose connection failed turned out.
+enum Settled {
+    Committed,
+    NotCommitted,
+    Unknown,
 }
 
 impl Writer {
@@ -41,14 +68,16 @@ impl Writer {
         shared: Arc<Shared>,
         signer: NoteSigner,
         clock: Arc<dyn Clock>,
-        opened: Opened,
+        state: State,
+        frontier: Frontier,
     ) -> Writer {
         Writer {
             shared,
             signer,
             clock,
-            state: opened.state,
-            frontier: opened.frontier,
+            state,
+            frontier,
+            trusted: true,
             failed: false,
         }
     }
@@ -85,21 +114,202 @@ impl Writer {
         }
     }
 
+    /// Rebuilds the write model from the read side, after a failed commit.
+    fn reset(&mut self) {
+        let read = &self.shared.read;
+        let frontier = read.frontier.lock().unwrap_or_else(|p| p.into_inner());
+        let state = read.state.read().unwrap_or_else(|p| p.into_inner());
+        self.state = state.clone();
+        self.frontier = frontier.clone();
+        self.trusted = true;
+    }
+
+    fn refuse_all(requests: Vec<WriteRequest>, error: LedgerError) {
+        for request in requests {
+            let _ = request.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// What a store failure means for this batch's callers and for the writer.
+    fn store_failed(&mut self, error: &StoreError) -> LedgerError {
+        if !self.shared.shared_store || matches!(error, StoreError::Poisoned) {
+            tracing::error!(error = %error, "commit failed; refusing further writes until restart");
+            self.failed = true;
+            self.shared.available.store(false, Ordering::SeqCst);
+            self.shared.metrics.count_commit_failure();
+            return LedgerError::Unavailable;
+        }
+        tracing::warn!(error = %error, store = %self.shared.store.describe(), "the store refused an append; will retry with the next command");
+        self.shared.metrics.count_commit_failure();
+        LedgerError::Unreachable
+    }
+
     fn commit(&mut self, requests: Vec<WriteRequest>) {
         if self.failed {
-            for request in requests {
-                let _ = request.reply.send(Err(LedgerError::Unavailable));
+            return Writer::refuse_all(requests, LedgerError::Unavailable);
+        }
+        if !self.trusted {
+            self.reset();
+        }
+        let store = self.shared.store.clone();
+        let mut lock = match store.lock_head() {
+            Ok(lock) => lock,
+            Err(e) => {
+                let error = self.store_failed(&e);
+                return Writer::refuse_all(requests, error);
+            }
+        };
+        let locked_at = Instant::now();
+        let caught_up = match self.catch_up(lock.as_mut()) {
+            Ok(caught_up) => caught_up,
+            Err(e) => {
+                self.trusted = false;
+                let error = self.store_failed(&e);
+                return Writer::refuse_all(requests, error);
+            }
+        };
+        let started = Instant::now();
+        let commands = requests.len();
+        let (replies, batch) = match self.decide(requests) {
+            Ok(decided) => decided,
+            Err(()) => return,
+        };
+        if batch.entries.is_empty() {
+            // Nothing to write (only refusals and no-ops): the lock is released unused.
+            drop(lock);
+            self.finish(caught_up, &[], None, locked_at);
+            for (reply, outcome) in replies {
+                let _ = reply.send(outcome);
             }
             return;
         }
-        // `at` never goes backwards, even if the system clock does.
+        let checkpoint = match self.sign_checkpoint() {
+            Ok(checkpoint) => checkpoint,
+            Err(()) => {
+                self.trusted = false;
+                self.fail_replies(replies, LedgerError::Unavailable);
+                return;
+            }
+        };
+        let mut batch = batch;
+        batch.checkpoint = checkpoint.note.clone();
+        let committed = match lock.commit(&batch) {
+            Ok(times) => {
+                let entries = replies
+                    .iter()
+                    .filter_map(|(_, outcome)| outcome.as_ref().ok())
+                    .map(|receipt| receipt.entries.len())
+                    .sum();
+                self.shared
+                    .metrics
+                    .count_commit(commands, entries, started.elapsed(), times.sync);
+                Ok(())
+            }
+            Err(StoreError::Ambiguous(why)) => {
+                tracing::warn!(error = %why, "the connection failed during COMMIT; settling the outcome");
+                match self.settle(&batch) {
+                    Settled::Committed => Ok(()),
+                    Settled::NotCommitted => Err(LedgerError::Unreachable),
+                    Settled::Unknown => Err(LedgerError::Unknown),
+                }
+            }
+            Err(e) => Err(self.store_failed(&e)),
+        };
+        match committed {
+            Ok(()) => {
+                let own: Vec<&Entry> = replies
+                    .iter()
+                    .filter_map(|(_, outcome)| outcome.as_ref().ok())
+                    .flat_map(|receipt| &receipt.entries)
+                    .collect();
+                let own_leaves: Vec<Hash> = batch
+                    .entries
+                    .iter()
+                    .map(|(_, b)| merkle::leaf_hash(b))
+                    .collect();
+                self.finish(caught_up, &own, Some((own_leaves, checkpoint)), locked_at);
+                for (reply, outcome) in replies {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                self.trusted = false;
+                self.fail_replies(replies, error);
+            }
+        }
+    }
+
+    fn fail_replies(&self, replies: Vec<Reply>, error: LedgerError) {
+        for (reply, _) in replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Reads, under the lock, what other nodes appended since this writer last looked,
+    /// checks it against the head's signed checkpoint, and applies it to the write model.
+    fn catch_up(&mut self, lock: &mut dyn HeadLock) -> Result<CaughtUp, StoreError> {
+        let head = lock.head().clone();
+        let mine = self.frontier.size();
+        if head.size < mine {
+            return Err(StoreError::Corrupt(format!(
+                "the log went backwards: the store's head is at {} but this node has seen {mine} entries",
+                head.size
+            )));
+        }
+        if head.size == mine {
+            return Ok(CaughtUp::default());
+        }
+        let note = head.checkpoint.as_deref().unwrap_or("");
+        let checkpoint = open_checkpoint(note, &self.shared.verifier)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = lock.entries(mine, head.size)?;
+        let mut frontier = self.frontier.clone();
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut last_at = self.state.last_at;
+        let mut versions = std::collections::HashMap::new();
+        for (i, (seq, bytes)) in rows.into_iter().enumerate() {
+            let expected = mine + i as u64;
+            let entry = seal::parse_entry(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("entry {seq}: {e}")))?;
+            let version = *versions
+                .entry(entry.stream)
+                .or_insert_with(|| self.state.version(&entry.stream));
+            chain::check_next(&entry, expected, version, last_at)
+                .map_err(|e| StoreError::Corrupt(format!("entry {seq}: {e}")))?;
+            versions.insert(entry.stream, entry.version);
+            last_at = Some(entry.at);
+            let leaf = merkle::leaf_hash(&bytes);
+            frontier.push(leaf);
+            entries.push((entry, leaf));
+        }
+        if frontier.size() != head.size || frontier.root() != checkpoint.checkpoint.root {
+            return Err(StoreError::Corrupt(format!(
+                "entries {mine}..{} do not reach the signed checkpoint's root",
+                head.size
+            )));
+        }
+        for (entry, _) in &entries {
+            self.state.apply(entry);
+        }
+        self.frontier = frontier;
+        Ok(CaughtUp {
+            entries,
+            checkpoint: Some(checkpoint),
+        })
+    }
+
+    /// Decides every command against the write model, signs the entries and extends the
+    /// tree. `Err` when an entry cannot be encoded (the writer then stops).
+    fn decide(&mut self, requests: Vec<WriteRequest>) -> Result<(Vec<Reply>, CommitBatch), ()> {
+        // `at` never goes backwards, even if the system clock (or another node's) does.
         let now = match self.state.last_at {
             Some(last) => self.clock.now().max(last),
             None => self.clock.now(),
         };
         let mut replies: Vec<Reply> = Vec::with_capacity(requests.len());
         let mut batch = CommitBatch::default();
-        for request in requests {
+        let mut requests = requests.into_iter();
+        while let Some(request) = requests.next() {
             let outcome = match domain::decide(&self.state, &request.command, now) {
                 Err(e) => Err(LedgerError::Domain(e)),
                 Ok(events) => {
@@ -130,8 +340,14 @@ impl Writer {
                                 // Cannot happen with the event types we have; if it does, the
                                 // write model may hold half a command, so stop writing.
                                 tracing::error!(error = %e, "cannot encode an entry; refusing further writes");
-                                self.fail();
-                                return self.refuse(replies, request.reply);
+                                self.failed = true;
+                                self.shared.available.store(false, Ordering::SeqCst);
+                                let _ = request.reply.send(Err(LedgerError::Unavailable));
+                                for (reply, _) in replies {
+                                    let _ = reply.send(Err(LedgerError::Unavailable));
+                                }
+                                Writer::refuse_all(requests.collect(), LedgerError::Unavailable);
+                                return Err(());
                             }
                         }
                     }
@@ -140,46 +356,11 @@ impl Writer {
             };
             replies.push((request.reply, outcome));
         }
-        if !batch.entries.is_empty() {
-            let started = std::time::Instant::now();
-            let commands = replies.len();
-            match self.persist(batch) {
-                Ok((checkpoint, times)) => {
-                    // The receipts hold the batch's entries in seq order: publish from them.
-                    let committed: Vec<&Entry> = replies
-                        .iter()
-                        .filter_map(|(_, outcome)| outcome.as_ref().ok())
-                        .flat_map(|receipt| &receipt.entries)
-                        .collect();
-                    self.shared.metrics.count_commit(
-                        commands,
-                        committed.len(),
-                        started.elapsed(),
-                        times.sync,
-                    );
-                    self.publish(&committed, checkpoint);
-                }
-                Err(()) => {
-                    self.shared.metrics.count_commit_failure();
-                    self.fail();
-                    for (reply, outcome) in replies {
-                        let refused = match outcome {
-                            Ok(_) => Err(LedgerError::Unavailable),
-                            Err(e) => Err(e),
-                        };
-                        let _ = reply.send(refused);
-                    }
-                    return;
-                }
-            }
-        }
-        for (reply, outcome) in replies {
-            let _ = reply.send(outcome);
-        }
+        Ok((replies, batch))
     }
 
-    /// Signs the checkpoint for the new size and commits the batch durably.
-    fn persist(&self, mut batch: CommitBatch) -> Result<(CheckpointState, CommitTimes), ()> {
+    /// Signs the checkpoint for the write model's new size.
+    fn sign_checkpoint(&self) -> Result<CheckpointState, ()> {
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_string(),
             size: self.frontier.size(),
@@ -188,51 +369,70 @@ impl Writer {
         let note = checkpoint.sign(&self.signer).map_err(|e| {
             tracing::error!(error = %e, "cannot sign the checkpoint");
         })?;
-        batch.checkpoint = note.clone();
-        let times = self.shared.store.commit(&batch).map_err(|e| {
-            tracing::error!(error = %e, "commit failed; refusing further writes until restart");
-        })?;
-        Ok((CheckpointState { note, checkpoint }, times))
+        Ok(CheckpointState { note, checkpoint })
     }
 
-    /// Makes a durable batch visible to readers.
-    fn publish(&self, committed: &[&Entry], checkpoint: CheckpointState) {
-        {
-            let mut read_model = self
-                .shared
-                .read_model
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            for entry in committed {
-                read_model.apply(entry);
+    /// Publishes what the batch caught up with and what it committed, and records that at
+    /// `locked_at` this node saw the whole log.
+    fn finish(
+        &mut self,
+        caught_up: CaughtUp,
+        own: &[&Entry],
+        committed: Option<(Vec<Hash>, CheckpointState)>,
+        locked_at: Instant,
+    ) {
+        let mut entries: Vec<&Entry> = caught_up.entries.iter().map(|(e, _)| e).collect();
+        let mut leaves: Vec<Hash> = caught_up.entries.iter().map(|(_, l)| *l).collect();
+        let checkpoint = match (committed, caught_up.checkpoint) {
+            (Some((own_leaves, checkpoint)), _) => {
+                entries.extend_from_slice(own);
+                leaves.extend(own_leaves);
+                checkpoint
+            }
+            (None, Some(checkpoint)) => checkpoint,
+            (None, None) => {
+                self.shared.confirm_current(locked_at);
+                return;
+            }
+        };
+        match self.shared.publish(&entries, &leaves, checkpoint) {
+            Ok(()) => self.shared.confirm_current(locked_at),
+            Err(why) => {
+                tracing::error!(error = %why, "could not publish committed entries");
+                self.trusted = false;
             }
         }
-        {
-            let mut projections = self
-                .shared
-                .projections
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            for entry in committed {
-                projections.apply(entry);
+    }
+
+    /// Settles a commit whose connection failed during `COMMIT`: taking the head lock again
+    /// waits for that transaction to end, after which the log says whether it landed.
+    fn settle(&self, batch: &CommitBatch) -> Settled {
+        let (Some((first, bytes)), Some(new_size)) = (batch.entries.first(), batch.new_size())
+        else {
+            return Settled::NotCommitted;
+        };
+        let deadline = Instant::now() + SETTLE_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let looked = self.shared.store.lock_head().and_then(|mut lock| {
+                if lock.head().size < new_size {
+                    return Ok(false);
+                }
+                let found = lock.entries(*first, first + 1)?;
+                Ok(found.first().is_some_and(|(_, stored)| stored == bytes))
+            });
+            match looked {
+                Ok(true) => return Settled::Committed,
+                Ok(false) => return Settled::NotCommitted,
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not settle whether a commit landed");
+                    return Settled::Unknown;
+                }
             }
-        }
-        *self
-            .shared
-            .checkpoint
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(checkpoint);
-    }
-
-    fn fail(&mut self) {
-        self.failed = true;
-        self.shared.available.store(false, Ordering::SeqCst);
-    }
-
-    fn refuse(&self, replies: Vec<Reply>, current: oneshot::Sender<Result<Receipt, LedgerError>>) {
-        let _ = current.send(Err(LedgerError::Unavailable));
-        for (reply, _) in replies {
-            let _ = reply.send(Err(LedgerError::Unavailable));
         }
     }
 }

@@ -3,20 +3,26 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{CommitBatch, CommitTimes, EntryIter, LeafIter, Store, StoreError};
+use super::{
+    CommitBatch, CommitTimes, EntryIter, Head, HeadLock, LeafIter, Store, StoreError,
+    checkpoint_size,
+};
 use crate::crypto::merkle::Hash;
 
 #[derive(Default)]
 struct Inner {
     entries: BTreeMap<u64, Vec<u8>>,
     nodes: HashMap<(u8, u64), Hash>,
-    checkpoint: Option<String>,
-    snapshot: Option<Vec<u8>>,
+    head: Head,
 }
 
 /// A store held in memory; lost when dropped.
 #[derive(Default)]
-pub struct MemoryStore(Mutex<Inner>);
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    /// The head lock (held across a whole append, apart from `inner`'s short sections).
+    append: Mutex<()>,
+}
 
 impl MemoryStore {
     /// An empty store.
@@ -27,7 +33,7 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave `Inner` half-updated in a way that
         // matters to tests, so a poisoned lock is simply taken over.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces an entry's bytes, for tamper tests.
@@ -40,17 +46,69 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn commit(&self, batch: &CommitBatch) -> Result<CommitTimes, StoreError> {
-        let mut inner = self.lock();
+struct MemoryHeadLock<'a> {
+    store: &'a MemoryStore,
+    head: Head,
+    _append: MutexGuard<'a, ()>,
+}
+
+impl HeadLock for MemoryHeadLock<'_> {
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn entries(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.store.entries(from, to).collect()
+    }
+
+    fn commit(self: Box<Self>, batch: &CommitBatch) -> Result<CommitTimes, StoreError> {
+        let Some(new_size) = batch.new_size() else {
+            return Ok(CommitTimes::default());
+        };
+        let mut inner = self.store.lock();
+        let first = batch.entries.first().map_or(0, |(seq, _)| *seq);
+        if first != inner.head.size {
+            return Err(StoreError::Conflict {
+                expected: inner.head.size,
+                found: first,
+            });
+        }
         for (seq, bytes) in &batch.entries {
             inner.entries.insert(*seq, bytes.clone());
         }
         for (level, index, hash) in &batch.nodes {
             inner.nodes.insert((*level, *index), *hash);
         }
-        inner.checkpoint = Some(batch.checkpoint.clone());
+        checkpoint_size(&batch.checkpoint)?;
+        inner.head = Head {
+            size: new_size,
+            checkpoint: Some(batch.checkpoint.clone()),
+        };
         Ok(CommitTimes::default())
+    }
+}
+
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn head(&self) -> Result<Head, StoreError> {
+        Ok(self.lock().head.clone())
+    }
+
+    fn lock_head(&self) -> Result<Box<dyn HeadLock + '_>, StoreError> {
+        let append = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.lock().head.clone();
+        Ok(Box::new(MemoryHeadLock {
+            store: self,
+            head,
+            _append: append,
+        }))
     }
 
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -75,24 +133,11 @@ impl Store for MemoryStore {
         Ok(self.lock().nodes.get(&(level, index)).copied())
     }
 
-    fn checkpoint(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.lock().checkpoint.clone())
-    }
-
     fn leaves(&self, from: u64, to: u64) -> LeafIter<'_> {
         let inner = self.lock();
         let items: Vec<_> = (from..to)
             .map_while(|i| inner.nodes.get(&(0, i)).map(|h| Ok((i, *h))))
             .collect();
         Box::new(items.into_iter())
-    }
-
-    fn load_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().snapshot.clone())
-    }
-
-    fn save_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.lock().snapshot = Some(bytes.to_vec());
-        Ok(())
     }
 }

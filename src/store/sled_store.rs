@@ -16,17 +16,17 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    CommitBatch, CommitTimes, EntryIter, LeafIter, Store, StoreError, node_key, seq_from_key,
-    seq_key,
+    CommitBatch, CommitTimes, EntryIter, Head, HeadLock, LeafIter, Store, StoreError,
+    checkpoint_size, node_key, seq_from_key, seq_key,
 };
 use crate::crypto::merkle::Hash;
 
@@ -41,10 +41,6 @@ pub const NODES: &str = "nodes";
 pub const META: &str = "meta";
 /// Key of the latest checkpoint in [`META`].
 pub const CHECKPOINT_KEY: &[u8] = b"checkpoint";
-/// File beside sled's own, inside the store's directory, holding the projection snapshot.
-/// Kept out of sled: it is rewritten whole, can be tens of megabytes, and is only a cache.
-pub const SNAPSHOT_FILE: &str = "keyledger-projections.bin";
-
 /// A log stored in sled on disk.
 pub struct SledStore {
     path: PathBuf,
@@ -57,6 +53,8 @@ pub struct SledStore {
     /// Set after a failed commit: after a failed fsync the page cache can no longer be
     /// trusted to reflect the disk, so no later write may be acknowledged.
     poisoned: AtomicBool,
+    /// The committed head, which only this process moves; its mutex is the head lock.
+    head: Mutex<Head>,
 }
 
 impl SledStore {
@@ -76,6 +74,18 @@ impl SledStore {
         let entries = db.open_tree(ENTRIES)?;
         let nodes = db.open_tree(NODES)?;
         let meta = db.open_tree(META)?;
+        let checkpoint = match meta.get(CHECKPOINT_KEY)? {
+            Some(v) => Some(
+                String::from_utf8(v.to_vec())
+                    .map_err(|_| StoreError::Corrupt("checkpoint is not UTF-8".into()))?,
+            ),
+            None => None,
+        };
+        let size = checkpoint.as_deref().map(checkpoint_size).transpose()?;
+        let head = Head {
+            size: size.unwrap_or(0),
+            checkpoint,
+        };
         Ok(SledStore {
             path: path.to_path_buf(),
             db,
@@ -84,6 +94,7 @@ impl SledStore {
             meta,
             synced_blobs: Mutex::new(HashSet::new()),
             poisoned: AtomicBool::new(false),
+            head: Mutex::new(head),
         })
     }
 
@@ -124,13 +135,38 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn commit(&self, batch: &CommitBatch) -> Result<CommitTimes, StoreError> {
-        if self.poisoned.load(Ordering::SeqCst) {
+/// The head lock of a sled store: the in-process mutex over its head.
+struct SledHeadLock<'a> {
+    store: &'a SledStore,
+    head: MutexGuard<'a, Head>,
+}
+
+impl HeadLock for SledHeadLock<'_> {
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn entries(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.store.entries(from, to).collect()
+    }
+
+    fn commit(mut self: Box<Self>, batch: &CommitBatch) -> Result<CommitTimes, StoreError> {
+        let store = self.store;
+        if store.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Poisoned);
         }
+        let Some(new_size) = batch.new_size() else {
+            return Ok(CommitTimes::default());
+        };
+        let first = batch.entries.first().map_or(0, |(seq, _)| *seq);
+        if first != self.head.size {
+            return Err(StoreError::Conflict {
+                expected: self.head.size,
+                found: first,
+            });
+        }
         // Everything is computed before the transaction: its closure may run more than once.
-        let result: Result<(), TransactionError<()>> = (&self.entries, &self.nodes, &self.meta)
+        let result: Result<(), TransactionError<()>> = (&store.entries, &store.nodes, &store.meta)
             .transaction(|(entries, nodes, meta)| {
                 for (seq, bytes) in &batch.entries {
                     entries.insert(&seq_key(*seq), bytes.as_slice())?;
@@ -144,19 +180,46 @@ impl Store for SledStore {
         let outcome = match result {
             Ok(()) => {
                 let started = std::time::Instant::now();
-                self.sync().map(|()| CommitTimes {
+                store.sync().map(|()| CommitTimes {
                     sync: started.elapsed(),
                 })
             }
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
             Err(TransactionError::Abort(())) => {
                 Err(StoreError::Corrupt("transaction aborted".into()))
             }
         };
-        if outcome.is_err() {
-            self.poisoned.store(true, Ordering::SeqCst);
+        match &outcome {
+            Ok(_) => {
+                *self.head = Head {
+                    size: new_size,
+                    checkpoint: Some(batch.checkpoint.clone()),
+                };
+            }
+            // After a failed fsync the page cache can no longer be trusted to reflect the
+            // disk (the PostgreSQL "fsyncgate" lesson): no later write is acknowledged.
+            Err(_) => store.poisoned.store(true, Ordering::SeqCst),
         }
         outcome
+    }
+}
+
+impl Store for SledStore {
+    fn describe(&self) -> String {
+        format!("sled at {}", self.path.display())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn head(&self) -> Result<Head, StoreError> {
+        Ok(self.head.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn lock_head(&self) -> Result<Box<dyn HeadLock + '_>, StoreError> {
+        let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Box::new(SledHeadLock { store: self, head }))
     }
 
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -212,41 +275,5 @@ impl Store for SledStore {
                     Ok((index, hash))
                 }),
         )
-    }
-
-    fn load_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        match std::fs::read(self.path.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn save_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        // Write aside, fsync, rename over, fsync the directory: a crash leaves the old
-        // snapshot or the new one, never half of one.
-        let tmp = self.path.join(format!("{SNAPSHOT_FILE}.tmp"));
-        {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            std::io::Write::write_all(&mut file, bytes)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.path.join(SNAPSHOT_FILE))?;
-        File::open(&self.path)?.sync_all()?;
-        Ok(())
-    }
-
-    fn checkpoint(&self) -> Result<Option<String>, StoreError> {
-        match self.meta.get(CHECKPOINT_KEY)? {
-            Some(v) => String::from_utf8(v.to_vec())
-                .map(Some)
-                .map_err(|_| StoreError::Corrupt("checkpoint is not UTF-8".into())),
-            None => Ok(None),
-        }
     }
 }

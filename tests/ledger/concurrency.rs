@@ -93,7 +93,8 @@ async fn concurrent_creates_get_unique_gap_free_seqs() {
     ledger.shutdown().await;
     drop(ledger);
     let store = open_store(dir);
-    let report = keyledger::ledger::check(store.as_ref(), &signer).expect("full check passes");
+    let report =
+        keyledger::ledger::check(store.as_ref(), signer.verifier()).expect("full check passes");
     assert_eq!(report.size, n + 1);
 }
 

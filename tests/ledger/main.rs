@@ -61,10 +61,24 @@ pub fn is_lock_busy(message: &str) -> bool {
     message.contains("could not acquire lock")
 }
 
-/// Opens a ledger over the data dir `dir`, with the system clock.
+/// The ledger options of a data dir: its projection snapshot in the data dir.
+pub fn options_for(dir: &Path) -> keyledger::ledger::LedgerOptions {
+    keyledger::ledger::LedgerOptions {
+        snapshot: Some(keyledger::ledger::snapshot::SnapshotFile::in_dir(dir)),
+        ..Default::default()
+    }
+}
+
+/// Opens a ledger over the data dir `dir` (with its snapshot), with the system clock.
 pub fn open_ledger(dir: &Path) -> Ledger {
     let store: Arc<dyn Store> = open_store(dir);
-    Ledger::open(store, signer_for(dir), Arc::new(SystemClock)).expect("open the ledger")
+    Ledger::open_with(
+        store,
+        signer_for(dir),
+        Arc::new(SystemClock),
+        options_for(dir),
+    )
+    .expect("open the ledger")
 }
 
 /// Writes the genesis entry.

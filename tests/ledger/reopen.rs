@@ -322,7 +322,7 @@ async fn reopen_restores_state_and_checkpoint() {
 
     // A full check (every signature) passes on the stopped store.
     let store = open_store(dir);
-    let report = keyledger::ledger::check(store.as_ref(), &signer).expect("check passes");
+    let report = keyledger::ledger::check(store.as_ref(), signer.verifier()).expect("check passes");
     assert_eq!(report.size, before.size + 1);
     let checked =
         Checkpoint::open(&report.checkpoint, &verifier).expect("report checkpoint verifies");

@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use keyledger::domain::{Role, State};
-use keyledger::store::{Store, sled_store_snapshot_file};
+use keyledger::ledger::snapshot::SNAPSHOT_FILE;
+use keyledger::store::Store;
 use uuid::Uuid;
 
 use crate::{closed_data_dir, create_key, open_ledger, open_store, run};
 
 fn snapshot_path(dir: &Path) -> PathBuf {
-    dir.join(keyledger::server::LOG_DIR)
-        .join(sled_store_snapshot_file())
+    dir.join(SNAPSHOT_FILE)
 }
 
 /// What must be identical however the state was rebuilt.
@@ -156,10 +156,11 @@ async fn tampering_is_named_with_and_without_a_snapshot() {
             bytes[at + 4] = b'9';
             store.overwrite_entry_for_test(9, &bytes).expect("tamper");
         }
-        let error = keyledger::ledger::Ledger::open(
+        let error = keyledger::ledger::Ledger::open_with(
             open_store(dir.path()),
             crate::signer_for(dir.path()),
             std::sync::Arc::new(keyledger::domain::SystemClock),
+            crate::options_for(dir.path()),
         )
         .err()
         .expect("a tampered log must not open");

@@ -103,7 +103,8 @@ async fn untouched_dir_checks_and_opens() {
     );
     // The binary printed the checkpoint note; it is the one the library reports.
     let store = open_store(tmp.path());
-    let report = keyledger::ledger::check(store.as_ref(), &signer_for(tmp.path())).expect("check");
+    let report =
+        keyledger::ledger::check(store.as_ref(), signer_for(tmp.path()).verifier()).expect("check");
     assert!(stdout.contains(&report.checkpoint), "{stdout}");
 }
 
@@ -124,8 +125,8 @@ async fn changed_letter_in_name_names_seq_7() {
     assert_check_fails_naming(tmp.path(), 7);
     // The full check in the library names it too.
     let store = open_store(tmp.path());
-    let err =
-        keyledger::ledger::check(store.as_ref(), &signer_for(tmp.path())).expect_err("check fails");
+    let err = keyledger::ledger::check(store.as_ref(), signer_for(tmp.path()).verifier())
+        .expect_err("check fails");
     assert_names_seq(&err, 7);
 }
 
@@ -257,7 +258,8 @@ async fn every_tampered_entry_is_named() {
     }
     // Every entry restored: the log opens and checks again.
     let store = open_store(dir);
-    keyledger::ledger::check(store.as_ref(), &signer_for(dir)).expect("restored log checks");
+    keyledger::ledger::check(store.as_ref(), signer_for(dir).verifier())
+        .expect("restored log checks");
 }
 
 #[tokio::test(flavor = "multi_thread")]
