@@ -1,15 +1,16 @@
 //! Extractors whose rejections answer in the API's JSON error shape.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
 use super::connections::HttpLimits;
 use super::error::redact;
 use super::observe::RequestContext;
+use super::{ApiError, MAX_BODY_BYTES};
 
 /// `Path` with JSON rejections: a malformed id is a 404, like an unknown one.
 pub struct AppPath<T>(pub T);
@@ -43,15 +44,28 @@ where
     }
 }
 
-/// Reads the whole body within the router's limit (over it is a JSON 413) and within the
+/// Most bytes of an over-limit body read (and thrown away) before answering 413, so that a
+/// client still sending it sees the answer instead of a reset connection (nginx's
+/// "lingering close"). Bodies declared larger than this get the 413 at once.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Reads the whole body within [`MAX_BODY_BYTES`] (over it is a JSON 413) and within the
 /// request's body timeout (past it, a JSON 408: a client that declares a body and never
 /// sends it does not hold the connection).
-pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, ApiError> {
     let timeout = req
         .extensions()
         .get::<RequestContext>()
         .map_or(HttpLimits::default().body_read_timeout, |c| c.body_timeout);
-    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+        return Err(too_large());
+    }
+    tokio::time::timeout(timeout, collect(req.into_body()))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -59,18 +73,39 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
                 "body_timeout",
                 "the request body did not arrive in time",
             )
-        })?;
-    read.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the body is over the 64 KiB limit",
-            )
-        } else {
-            ApiError::bad_request("invalid_body", "the body could not be read")
+        })?
+}
+
+/// Collects a body of at most [`MAX_BODY_BYTES`], reading on (and discarding) up to
+/// [`DRAIN_LIMIT`] of a longer one before refusing it.
+async fn collect(mut body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|_| ApiError::bad_request("invalid_body", "the body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
         }
-    })
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(kept))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the body is over the 64 KiB limit",
+    )
 }
 
 /// Parses a JSON object body into `T`.

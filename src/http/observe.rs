@@ -11,14 +11,18 @@
 //!   secret (the `Authorization` header is not read here), never a body, never a raw path
 //!   (the route pattern stands for it). Probes (`/healthz`, `/readyz`, `/metrics`) log at
 //!   debug level so a load balancer does not fill the log.
+//! - An answer given before the request's body was read to its end (a 401 before reading,
+//!   a 413, a 408) carries `Connection: close`: the server will not read the rest, so the
+//!   connection cannot carry another request, and a client must not reuse it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
@@ -105,6 +109,18 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let metrics = state.ledger.metrics().clone();
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let finished = Arc::new(AtomicBool::new(!has_body));
+    let request = request.map(|body| {
+        axum::body::Body::new(Tracked {
+            inner: body,
+            finished: finished.clone(),
+        })
+    });
     let mut response = match tokio::time::timeout(limits.request_deadline, next.run(request)).await
     {
         Ok(response) => response,
@@ -122,6 +138,11 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     if let Ok(value) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    if !finished.load(Ordering::SeqCst) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.count_request(method.as_str(), &route, status, elapsed);
@@ -134,6 +155,36 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         tracing::info!(target: "keyledger::access", request_id = %context.id, method = %method, route = %route, status, latency_ms, client, principal, "request");
     }
     response
+}
+
+/// A request body that records when it has been read to its end.
+struct Tracked {
+    inner: axum::body::Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.finished.store(true, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -107,10 +107,20 @@ fn classify(e: postgres::Error) -> StoreError {
             .contains(code)
         })
         || e.code().is_none();
+    let text = describe_error(&e);
     if transient {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(text)
     } else {
-        StoreError::Backend(format!("PostgreSQL: {e}"))
+        StoreError::Backend(format!("PostgreSQL: {text}"))
+    }
+}
+
+/// A client error with the server's message and SQLSTATE when there is one (the plain
+/// `Display` of a server error is just "db error").
+fn describe_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -180,7 +190,7 @@ impl PgStore {
         let mut client = self.client()?;
         let mut tx = client.get().transaction().map_err(classify)?;
         // Serialises concurrent first starts; released with the transaction.
-        tx.execute("SELECT pg_advisory_xact_lock(8_154_923_017)", &[])
+        tx.execute("SELECT pg_advisory_xact_lock(8154923017)", &[])
             .map_err(classify)?;
         tx.batch_execute(
             "CREATE SCHEMA IF NOT EXISTS keyledger;
@@ -236,6 +246,28 @@ impl PgStore {
         rows.iter()
             .map(|row| Ok((from_i64(row.get(0))?, row.get::<_, Vec<u8>>(1))))
             .collect()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.lock_idle());
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if idle.is_empty() && listener.is_none() {
+            return;
+        }
+        // A client closes its connection with a blocking call, which must not run on an
+        // async worker thread, where the last handle to the store may well be dropped.
+        let _ = std::thread::Builder::new()
+            .name("keyledger-pg-close".into())
+            .spawn(move || {
+                drop(idle);
+                drop(listener);
+            });
     }
 }
 
@@ -393,7 +425,7 @@ impl HeadLock for PgHeadLock<'_> {
             // The server answered: it refused the commit, nothing was written.
             Err(e) if e.code().is_some() && !e.is_closed() => Err(classify(e)),
             // The connection failed while COMMIT was in flight: it may have landed.
-            Err(e) => Err(StoreError::Ambiguous(e.to_string())),
+            Err(e) => Err(StoreError::Ambiguous(describe_error(&e))),
         }
     }
 }

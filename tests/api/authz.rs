@@ -513,8 +513,7 @@ async fn prepare(
     (path, body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_times_every_credential() {
+pub async fn every_route_times_every_credential() {
     let app = TestApp::spawn().await;
     let (shared_key, _) = app.create_key("shared-key", "basic").await;
     let shared_user = app.register_user("shared@example.org", "basic").await;

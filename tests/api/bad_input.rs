@@ -87,7 +87,10 @@ async fn send(app: &TestApp, case: &Case) -> Answer {
     if let Some(value) = &case.if_match {
         request = request.header(IF_MATCH, value);
     }
-    let response = request.send().await.expect("request");
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}: request failed: {e:?}", case.name));
     Answer {
         status: response.status().as_u16(),
         content_type: response
@@ -192,8 +195,7 @@ async fn fixture() -> Fixture {
 const KEYS: &str = "/v1/admin/api-keys";
 const USERS: &str = "/v1/admin/users";
 
-#[tokio::test]
-async fn malformed_bodies_are_refused_as_json_and_write_nothing() {
+pub async fn malformed_bodies_are_refused_as_json_and_write_nothing() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let key = format!("{KEYS}/{}", f.key_id);
@@ -372,8 +374,7 @@ async fn malformed_bodies_are_refused_as_json_and_write_nothing() {
 }
 
 /// `regenerate` reads its optional body itself; an oversized one must still be a JSON 413.
-#[tokio::test]
-async fn oversized_regenerate_body_is_a_json_413() {
+pub async fn oversized_regenerate_body_is_a_json_413() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let regen = format!("{KEYS}/{}/regenerate", f.key_id);
@@ -387,8 +388,7 @@ async fn oversized_regenerate_body_is_a_json_413() {
     f.app.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_routes_methods_and_ids_are_json_404_and_405() {
+pub async fn unknown_routes_methods_and_ids_are_json_404_and_405() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let key = format!("{KEYS}/{}", f.key_id);
@@ -586,8 +586,7 @@ async fn unknown_routes_methods_and_ids_are_json_404_and_405() {
     f.app.stop().await;
 }
 
-#[tokio::test]
-async fn invalid_values_are_422_with_their_code() {
+pub async fn invalid_values_are_422_with_their_code() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let key = format!("{KEYS}/{}", f.key_id);
@@ -788,8 +787,7 @@ async fn invalid_values_are_422_with_their_code() {
     f.app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_if_match_and_query_are_400() {
+pub async fn bad_if_match_and_query_are_400() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let key = format!("{KEYS}/{}", f.key_id);
@@ -866,8 +864,7 @@ async fn bad_if_match_and_query_are_400() {
 }
 
 /// A secret pasted into the wrong place is never echoed back.
-#[tokio::test]
-async fn secrets_in_the_wrong_place_are_never_echoed() {
+pub async fn secrets_in_the_wrong_place_are_never_echoed() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let pat = f.pat.as_str();
@@ -999,8 +996,7 @@ async fn secrets_in_the_wrong_place_are_never_echoed() {
 
 /// The edges that are valid: exactly 100 characters, 7 days of grace, 1 and 365 days of
 /// lifetime, verify with neither method nor path.
-#[tokio::test]
-async fn the_valid_edges_are_accepted() {
+pub async fn the_valid_edges_are_accepted() {
     let f = fixture().await;
     let app = &f.app;
     let admin = app.admin.as_str();
@@ -1064,8 +1060,7 @@ async fn the_valid_edges_are_accepted() {
 
 /// A body must be a JSON object: serde's derive would otherwise read a JSON array as the
 /// struct's fields in order, so `["x", "basic"]` would create a key.
-#[tokio::test]
-async fn array_bodies_are_refused() {
+pub async fn array_bodies_are_refused() {
     let f = fixture().await;
     let admin = f.app.admin.as_str();
     let cases = vec![
@@ -1102,8 +1097,7 @@ async fn array_bodies_are_refused() {
 }
 
 /// Authorization headers that are not `Bearer <secret>` are a JSON 401.
-#[tokio::test]
-async fn malformed_authorization_headers_are_401() {
+pub async fn malformed_authorization_headers_are_401() {
     let f = fixture().await;
     let admin = f.app.admin.clone();
     for value in [

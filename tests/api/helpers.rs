@@ -1,16 +1,37 @@
-//! `TestApp`: a keyledger server on `127.0.0.1:0` over a fresh temporary data dir, with a
-//! manual clock, the bootstrap admin secret, and request helpers.
+//! `TestApp`: a keyledger server on `127.0.0.1:0` over a fresh temporary data dir (and, for
+//! the PostgreSQL runs, a fresh database), with a manual clock, the bootstrap admin secret,
+//! and request helpers.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use keyledger::domain::{Clock, ManualClock, SystemClock};
 use keyledger::http::{AppState, ServerConfig};
 use keyledger::ledger::Ledger;
 use keyledger::policy::Policy;
-use keyledger::server;
+use keyledger::server::{self, NodeConfig, StoreChoice};
+
+use crate::postgres_server::Postgres;
+
+/// The store a test's server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The store of the test running in this task (sled when unset).
+    pub static BACKEND: Backend;
+}
+
+/// The PostgreSQL server of this test binary, started on first use.
+pub fn postgres() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(Postgres::start)
+}
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -43,10 +64,20 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
-        let (ledger, bootstrap) =
-            server::open_ledger(&data_dir, Some("test.keyledger/log"), clock.clone())
+        let mut config = NodeConfig::sled(&data_dir);
+        config.origin = Some("test.keyledger/log".into());
+        if BACKEND.try_with(|b| *b) == Ok(Backend::Postgres) {
+            let server = tokio::task::spawn_blocking(postgres)
                 .await
-                .expect("open ledger");
+                .expect("postgres");
+            let db = tokio::task::spawn_blocking(|| postgres().create_database())
+                .await
+                .expect("create database");
+            config.store = StoreChoice::Postgres(server.uri(&db));
+        }
+        let (ledger, bootstrap) = server::open_node(&config, clock.clone())
+            .await
+            .expect("open ledger");
         let bootstrap = bootstrap.expect("a new data dir has a bootstrap key");
         let state = AppState::new(ledger.clone(), ServerConfig::default(), policy);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -169,6 +200,18 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 200);
         response.json().await.expect("json")
+    }
+
+    /// Every stored entry from seq `from` on, `(seq, bytes)` in seq order, read from the
+    /// store (a blocking call, made off the async workers: PostgreSQL's client needs that).
+    pub fn stored(&self, from: u64) -> Vec<(u64, Vec<u8>)> {
+        tokio::task::block_in_place(|| {
+            self.ledger
+                .store()
+                .entries(from, u64::MAX)
+                .collect::<Result<Vec<_>, _>>()
+                .expect("read the stored entries")
+        })
     }
 
     /// Number of entries in the log (the latest checkpoint's size).

@@ -414,8 +414,7 @@ fn new_id() -> String {
 /// Drives a real server through every route, successes and failures, checking each answer
 /// against the OpenAPI document; then checks every exported entry against the entry and
 /// event schemas, and that each event schema refuses real data with a field missing.
-#[tokio::test]
-async fn real_answers_and_entries_match_the_schemas() {
+pub async fn real_answers_and_entries_match_the_schemas() {
     let contracts = Contracts::load();
     let app = TestApp::spawn().await;
     let mut c = Checker::new(&app, &contracts);

@@ -54,8 +54,7 @@ fn flip_one_char(secret: &str) -> String {
     chars.into_iter().collect()
 }
 
-#[tokio::test]
-async fn valid_key_answers_valid_with_its_principal() {
+pub async fn valid_key_answers_valid_with_its_principal() {
     let app = TestApp::spawn().await;
     let (key, secret) = app.create_key("verify-basic", "basic").await;
     let answer = expect(&app, &secret, "POST", "/chat/send-message", "VALID").await;
@@ -74,8 +73,7 @@ async fn valid_key_answers_valid_with_its_principal() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_secrets_answer_malformed() {
+pub async fn malformed_secrets_answer_malformed() {
     let app = TestApp::spawn().await;
     let (_, secret) = app.create_key("verify-malformed", "basic").await;
     let wrong_prefix = format!("kla_{}", &secret[4..]);
@@ -98,8 +96,7 @@ async fn malformed_secrets_answer_malformed() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn well_formed_unknown_secrets_answer_not_found() {
+pub async fn well_formed_unknown_secrets_answer_not_found() {
     let app = TestApp::spawn().await;
     for kind in [SecretKind::ApiKey, SecretKind::Pat] {
         let never_issued = PlainSecret::generate(kind).expect("generate");
@@ -108,8 +105,7 @@ async fn well_formed_unknown_secrets_answer_not_found() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn disabled_key_answers_disabled_and_enabled_again_valid() {
+pub async fn disabled_key_answers_disabled_and_enabled_again_valid() {
     let app = TestApp::spawn().await;
     let (key, secret) = app.create_key("verify-disabled", "basic").await;
     let id = key["id"].as_str().expect("id");
@@ -134,8 +130,7 @@ async fn disabled_key_answers_disabled_and_enabled_again_valid() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn expired_key_answers_expired() {
+pub async fn expired_key_answers_expired() {
     let app = TestApp::spawn().await;
     let expires_at = app.clock.now().plus_seconds(10).to_rfc3339();
     let response = app
@@ -156,8 +151,7 @@ async fn expired_key_answers_expired() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn expired_pat_answers_expired() {
+pub async fn expired_pat_answers_expired() {
     let app = TestApp::spawn().await;
     let user = app
         .register_user("verify-expiring@example.com", "basic")
@@ -181,8 +175,7 @@ async fn expired_pat_answers_expired() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn deleted_key_answers_revoked() {
+pub async fn deleted_key_answers_revoked() {
     let app = TestApp::spawn().await;
     let (key, secret) = app.create_key("verify-deleted", "basic").await;
     let id = key["id"].as_str().expect("id");
@@ -198,8 +191,7 @@ async fn deleted_key_answers_revoked() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn regenerated_without_grace_revokes_the_old_secret_at_once() {
+pub async fn regenerated_without_grace_revokes_the_old_secret_at_once() {
     let app = TestApp::spawn().await;
     let (key, old) = app.create_key("verify-regen-now", "basic").await;
     let id = key["id"].as_str().expect("id");
@@ -218,8 +210,7 @@ async fn regenerated_without_grace_revokes_the_old_secret_at_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn regenerated_old_secret_works_in_grace_then_is_revoked() {
+pub async fn regenerated_old_secret_works_in_grace_then_is_revoked() {
     let app = TestApp::spawn().await;
     let (key, old) = app.create_key("verify-regenerated", "basic").await;
     let id = key["id"].as_str().expect("id");
@@ -242,8 +233,7 @@ async fn regenerated_old_secret_works_in_grace_then_is_revoked() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn revoked_pat_and_pat_of_deactivated_user_answer_revoked() {
+pub async fn revoked_pat_and_pat_of_deactivated_user_answer_revoked() {
     let app = TestApp::spawn().await;
     let user = app.register_user("verify-user@example.com", "basic").await;
     let user_id = user["id"].as_str().expect("user id");
@@ -287,8 +277,7 @@ async fn token_id_of(app: &TestApp, secret: &str) -> Value {
     body["credential"]["id"].clone()
 }
 
-#[tokio::test]
-async fn default_policy_answers_the_seed_cases() {
+pub async fn default_policy_answers_the_seed_cases() {
     let app = TestApp::spawn().await;
     let (_, admin) = app.create_key("verify-admin", "admin").await;
     let (_, basic) = app.create_key("verify-basic", "basic").await;
@@ -366,8 +355,7 @@ async fn default_policy_answers_the_seed_cases() {
 
 /// Paths that reach a forbidden route on hosts that strip `;` parameters, ignore case, fold
 /// full-width letters or strip trailing dots are forbidden by the built-in policy.
-#[tokio::test]
-async fn host_rewrite_tricks_answer_forbidden() {
+pub async fn host_rewrite_tricks_answer_forbidden() {
     let app = TestApp::spawn().await;
     let (_, basic) = app.create_key("verify-tricks-basic", "basic").await;
     let (_, limited) = app.create_key("verify-tricks-limited", "limited").await;
@@ -419,8 +407,7 @@ async fn host_rewrite_tricks_answer_forbidden() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn auditor_user_may_call_nothing_on_the_host() {
+pub async fn auditor_user_may_call_nothing_on_the_host() {
     let app = TestApp::spawn().await;
     let user = app
         .register_user("verify-auditor@example.com", "auditor")
@@ -433,8 +420,7 @@ async fn auditor_user_may_call_nothing_on_the_host() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn custom_policy_changes_the_answers() {
+pub async fn custom_policy_changes_the_answers() {
     let policy = Policy::from_json(
         r#"{
           "version": 1,
@@ -474,8 +460,7 @@ async fn custom_policy_changes_the_answers() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn verify_is_always_200_with_a_code() {
+pub async fn verify_is_always_200_with_a_code() {
     let app = TestApp::spawn().await;
     let (_, basic) = app.create_key("verify-200", "basic").await;
     // Odd methods and paths are judged, not rejected.
