@@ -7,6 +7,7 @@ mod bad_input;
 #[path = "../common/bin_server.rs"]
 mod bin_server;
 mod crash;
+mod hardening;
 mod helpers;
 mod lifecycle;
 mod schemas;
