@@ -1,6 +1,7 @@
 //! End-to-end tests of the HTTP API: a real server on a real socket, a real sled data dir.
 
 mod activity;
+mod api_conventions;
 mod audit;
 mod authz;
 mod bad_input;
