@@ -10,6 +10,7 @@ mod bin_server;
 mod crash;
 mod hardening;
 mod helpers;
+mod http_limits;
 mod lifecycle;
 mod schemas;
 mod verify;
