@@ -7,7 +7,9 @@ mod authz;
 mod bad_input;
 #[path = "../common/bin_server.rs"]
 mod bin_server;
+mod binary_ops;
 mod crash;
+mod data_dir;
 mod hardening;
 mod helpers;
 mod http_limits;
