@@ -10,7 +10,7 @@
 //!
 //! The API's conventions (paging, `Location`, challenges, `ETag`s) are in
 //! `api_conventions.rs`, the HTTP layer's limits in `http_limits.rs`, the binary's
-//! operations in `binary_ops.rs`.
+//! operations in `binary_ops.rs` and the data dir on disk in `data_dir.rs`.
 
 use keyledger::crypto::secret::{PlainSecret, SecretKind};
 use reqwest::Method;
