@@ -238,3 +238,50 @@ pub async fn error_code(response: Response) -> String {
         .expect("error.code")
         .to_string()
 }
+
+/// Asserts that `response` is the JSON error `code` with `status`, its `Content-Type` JSON;
+/// returns the body.
+pub async fn expect_error(response: Response, status: u16, code: &str) -> Value {
+    let got = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = response.text().await.expect("error body");
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {got} {text:?}"));
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "answer: {text}"
+    );
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type:?} of {text}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message: {text}"
+    );
+    body
+}
+
+/// Asserts a 200 JSON answer and returns its body.
+pub async fn json_ok(response: Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).expect("JSON body")
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}

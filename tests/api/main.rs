@@ -9,13 +9,18 @@
 //! with real processes.
 
 mod activity;
+mod api_conventions;
 mod audit;
 mod authz;
 mod bad_input;
 #[path = "../common/bin_server.rs"]
 mod bin_server;
+mod binary_ops;
 mod crash;
+mod data_dir;
+mod hardening;
 mod helpers;
+mod http_limits;
 mod lifecycle;
 #[path = "../common/postgres.rs"]
 mod postgres_server;

@@ -23,9 +23,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `keyledger serve --data-dir <data_dir> --listen 127.0.0.1:0 --shutdown-grace 0`, with
 /// every `KEYLEDGER_*` variable removed; the caller adds arguments, environment and stdio.
-/// No drain period: no load balancer stands in front of a test server (a later
-/// `--shutdown-grace` in the caller's arguments wins).
+/// No drain period: no load balancer stands in front of a test server.
 pub fn serve_command(data_dir: &Path) -> Process {
+    serve_command_with(data_dir, &[])
+}
+
+/// Like [`serve_command`] with `extra` arguments after the defaults, where a `--listen` or
+/// `--shutdown-grace` in `extra` replaces the default one (clap refuses a flag given twice,
+/// so the default is left out rather than overridden).
+pub fn serve_command_with(data_dir: &Path, extra: &[&str]) -> Process {
     let mut command = Process::new(env!("CARGO_BIN_EXE_keyledger"));
     // Settings come from the command line only.
     for (key, _) in std::env::vars_os() {
@@ -33,14 +39,16 @@ pub fn serve_command(data_dir: &Path) -> Process {
             command.env_remove(key);
         }
     }
-    command
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--shutdown-grace")
-        .arg("0");
+    command.arg("serve").arg("--data-dir").arg(data_dir);
+    for (flag, default) in [("--listen", "127.0.0.1:0"), ("--shutdown-grace", "0")] {
+        let given = extra
+            .iter()
+            .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        if !given {
+            command.arg(flag).arg(default);
+        }
+    }
+    command.args(extra);
     command
 }
 
@@ -53,7 +61,8 @@ pub struct BinServerBuilder<'a> {
 }
 
 impl<'a> BinServerBuilder<'a> {
-    /// Extra arguments after `--listen 127.0.0.1:0`.
+    /// Extra arguments after the defaults; a `--listen` or `--shutdown-grace` among them
+    /// replaces the default one.
     pub fn args(mut self, extra: &'a [&'a str]) -> Self {
         self.extra = extra;
         self
@@ -89,8 +98,7 @@ impl<'a> BinServerBuilder<'a> {
             }
         };
         let stderr = File::create(&stderr_path).expect("create stderr file");
-        let mut child = serve_command(self.data_dir)
-            .args(self.extra)
+        let mut child = serve_command_with(self.data_dir, self.extra)
             .env("RUST_LOG", self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -195,8 +203,8 @@ impl BinServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Sends `signal` (e.g. `-KILL`, `-TERM`) with `kill`.
-    fn signal(&self, signal: &str) {
+    /// Sends `signal` (e.g. `-KILL`, `-TERM`) with `kill`, without waiting.
+    pub fn signal(&self, signal: &str) {
         let status = Process::new("kill")
             .arg(signal)
             .arg(self.child.id().to_string())
@@ -216,6 +224,21 @@ impl BinServer {
                 "server did not stop after {why}; stderr: {}",
                 self.stderr()
             );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The exit status, once the process has exited within `limit`; `None` while it still
+    /// runs after that.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for server") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
