@@ -148,6 +148,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Whatever keyledger (or sled under it) creates is private to its user: the log holds
+    // names, emails and secret hashes; even `check` makes sled write its files.
+    private_umask();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
@@ -201,7 +204,6 @@ fn private_umask() {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    private_umask();
     // Everything that can be refused is checked before anything is created, so a failed
     // start leaves the data dir untouched (and a bootstrap secret is never printed by a
     // start that then fails).
@@ -255,7 +257,6 @@ fn banner(what: &str, key: &server::Bootstrap) -> String {
 }
 
 fn run_recover_admin(node: NodeArgs, name: Option<String>) -> anyhow::Result<()> {
-    private_umask();
     let config = node.config(None)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let key = runtime.block_on(server::recover_admin(

@@ -326,7 +326,6 @@ pub async fn recover_admin(
     name: Option<&str>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Bootstrap> {
-    ledger::data_dir::prepare(&config.data_dir)?;
     let key_path = config.key_path();
     if !key_path.exists() {
         bail!(
@@ -334,6 +333,7 @@ pub async fn recover_admin(
             key_path.display()
         );
     }
+    ledger::data_dir::prepare(&config.data_dir)?;
     let signer = ledger::load_signer(&key_path, None)?;
     let ledger = {
         let config = config.clone();

@@ -112,10 +112,12 @@ impl Email {
     /// Checks a proposed address. Deliberately loose: keyledger does not send mail, it only
     /// needs a stable, human-recognisable identifier.
     pub fn parse(raw: &str) -> Result<Email, DomainError> {
-        let email = raw.trim().to_lowercase();
-        if let Some(why) = text::refusal(&email) {
+        // Checked as given: lowercasing first would hide a secret's checksum (and its
+        // case could then be guessed back against the stored hash).
+        if let Some(why) = text::refusal(raw.trim()) {
             return Err(DomainError::UnsafeEmail(why));
         }
+        let email = raw.trim().to_lowercase();
         let valid = email.len() <= 254
             && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));

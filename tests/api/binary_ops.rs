@@ -160,7 +160,6 @@ fn recover_admin_refuses_a_dir_without_a_log() {
 }
 
 #[test]
-#[ignore = "BUG: recover-admin creates a missing --data-dir (mode 0700) before refusing it for having no signing key"]
 fn recover_admin_on_a_missing_dir_creates_nothing() {
     // Arrange
     let tmp = tempfile::tempdir().expect("temp dir");

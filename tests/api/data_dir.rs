@@ -127,7 +127,6 @@ async fn check_passes_on_a_stopped_dir_and_refuses_a_running_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: `keyledger check` does not set the private umask, so the snapshot sled writes (log/snap.*) is created 0644 under a 022 umask"]
 async fn check_leaves_every_file_in_the_data_dir_private() {
     // Arrange: a stopped server's dir.
     let tmp = tempfile::tempdir().expect("temp dir");
