@@ -45,7 +45,9 @@
     names: new Map(), // principal id -> human name
     keyChoices: [], // [{id, label}]
     historyKeyId: null,
-    log: { params: null, after: null, back: [], next: null },
+    // Newest first: `before` is where the page on show ends (exclusive), null for the newest;
+    // `back` holds the `before` of each newer page, `next` the `before` of the older one.
+    log: { params: null, before: null, back: [], next: null, ticket: 0 },
   };
 
   // ---------------------------------------------------------------- DOM helpers
@@ -1230,16 +1232,20 @@
 
   async function searchLog() {
     state.log.params = logParamsFromForm();
-    state.log.after = null;
+    state.log.before = null;
     state.log.back = [];
     await fetchLogPage();
   }
 
+  /** The page of the log that ends before `state.log.before`, newest first. */
   async function fetchLogPage() {
-    const q = new URLSearchParams(state.log.params);
-    if (state.log.after !== null) q.set('after', String(state.log.after));
+    state.log.ticket += 1;
+    const { ticket } = state.log;
+    const q = new URLSearchParams({ ...state.log.params, order: 'desc' });
+    if (state.log.before !== null) q.set('before', String(state.log.before));
     const page = await api('GET', `/v1/audit/events?${q}`);
-    state.log.next = page.next_after;
+    if (ticket !== state.log.ticket) return;
+    state.log.next = page.next_before ?? null;
     renderLog(page.events);
   }
 
@@ -1265,10 +1271,10 @@
     }
     const pageNo = state.log.back.length + 1;
     $('#log-summary').textContent = events.length
-      ? `Page ${pageNo}: ${events.length} entries, seq ${events[0].seq}–${events[events.length - 1].seq}.`
-        + (state.log.next !== null && state.log.next !== undefined ? ' More entries match.' : ' No more entries match.')
+      ? `Page ${pageNo}, newest first: ${events.length} entries, seq ${events[0].seq}–${events[events.length - 1].seq}.`
+        + (state.log.next !== null ? ' Older entries match.' : ' No older entries match.')
       : 'No entries match these filters.';
-    $('#log-next').disabled = state.log.next === null || state.log.next === undefined;
+    $('#log-next').disabled = state.log.next === null;
     $('#log-prev').disabled = state.log.back.length === 0;
     $('#log-first').disabled = state.log.back.length === 0;
   }
@@ -1280,23 +1286,24 @@
   $('#log-form').addEventListener('reset', () => {
     window.setTimeout(() => searchLog().catch(showError), 0);
   });
+  // Older goes down the log with next_before; newer pops the stack of `before` cursors.
   $('#log-next').addEventListener('click', () => {
-    if (state.log.next === null || state.log.next === undefined) return;
-    state.log.back.push(state.log.after);
-    state.log.after = state.log.next;
+    if (state.log.next === null) return;
+    state.log.back.push(state.log.before);
+    state.log.before = state.log.next;
     fetchLogPage().then(() => {
       if ($('#log-next').disabled) $('#log-prev').focus();
     }, showError);
   });
   $('#log-prev').addEventListener('click', () => {
     if (!state.log.back.length) return;
-    state.log.after = state.log.back.pop();
+    state.log.before = state.log.back.pop();
     fetchLogPage().then(() => {
       if ($('#log-prev').disabled) $('#log-next').focus();
     }, showError);
   });
   $('#log-first').addEventListener('click', () => {
-    state.log.after = null;
+    state.log.before = null;
     state.log.back = [];
     fetchLogPage().then(() => $('#log-next').focus(), showError);
   });

@@ -111,6 +111,30 @@ async function signIn(page, secret) {
 }
 
 const button = (scope, name) => scope.getByRole('button', { name, exact: true });
+/** A fresh browser context signed in with `secret` (the bootstrap admin by default). */
+async function freshPage(browser, problems, secret = ADMIN, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  watch(page, problems);
+  await signIn(page, secret);
+  return { context, page };
+}
+
+/** A name no other test uses. */
+let unique = 0;
+function uniqueName(prefix) {
+  unique += 1;
+  return `${prefix}-${Date.now().toString(36)}-${unique}`;
+}
+
+/** Creates an API key from node; returns {id, name, secret, key}. */
+async function createKey(name, role = 'basic', secret = ADMIN) {
+  const r = await apiAs(secret, 'POST', '/v1/admin/api-keys', { name, role });
+  assert.equal(r.status, 201, r.text);
+  return { id: r.body.api_key.id, name, secret: r.body.secret, key: r.body.api_key };
+}
+
 
 // ------------------------------------------------------------------ the tests
 
@@ -418,14 +442,21 @@ describe('keyledger admin page', () => {
     });
     await form.getByLabel('Actor id').fill('');
 
-    // Paging with next_after.
+    // Paging, newest first, with next_before (key creations: a set nothing adds to meanwhile).
     await form.getByLabel('Per page').fill('3');
+    await form.getByLabel('Event type').fill('api_key.created');
     await button(form, 'Search log').click();
-    await eventually(async () => assert.match(await textOf(page.locator('#log-summary')), /^Page 1: 3 entries, seq 0–2\. More entries match\./));
-    await button(page, 'Next page').click();
-    await eventually(async () => assert.match(await textOf(page.locator('#log-summary')), /^Page 2: 3 entries, seq 3–5\./));
-    await button(page, 'Previous page').click();
-    await eventually(async () => assert.match(await textOf(page.locator('#log-summary')), /^Page 1: .*seq 0–2/));
+    const created = (await apiAs(ADMIN, 'GET', '/v1/audit/events?type=api_key.created&order=desc')).body.events.map((e) => e.seq);
+    assert.ok(created.length >= 4);
+    const shownSeqs = () => page.locator('#log-body tr').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+    await eventually(async () => assert.deepEqual(await shownSeqs(), created.slice(0, 3)));
+    assert.match(await textOf(page.locator('#log-summary')), /^Page 1, newest first: 3 entries, seq \d+–\d+\. Older entries match\./);
+    await button(page, 'Older entries').click();
+    await eventually(async () => assert.deepEqual(await shownSeqs(), created.slice(3, 6)));
+    assert.match(await textOf(page.locator('#log-summary')), /^Page 2, newest first:/);
+    await button(page, 'Newer entries').click();
+    await eventually(async () => assert.deepEqual(await shownSeqs(), created.slice(0, 3)));
+    await form.getByLabel('Event type').fill('');
 
     // A time window: nothing before the epoch's first day.
     await form.getByLabel('Per page').fill('50');
@@ -663,6 +694,54 @@ describe('keyledger admin page', () => {
       await shot(p, '10-phone-audit', true);
     } finally {
       await phone.close();
+    }
+  });
+
+  // ---------------------------------------------------------------- the review's findings
+  // Each of these starts its own browser context and makes its own data, so that it can run
+  // alone (KEYLEDGER_E2E_ONLY) and in any order.
+
+  it('lists the audit log newest first and pages to older entries', async () => {
+    // Enough key creations for two pages of three, whatever ran before.
+    for (let i = 0; i < 6; i += 1) await createKey(uniqueName('log'));
+    const latest = (await apiAs(ADMIN, 'GET', '/v1/audit/events?order=desc&limit=1')).body.events[0].seq;
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      await button(p, 'Audit').click();
+      const seqs = () => p.locator('#log-body tr').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+      // The first page opens on the newest entries.
+      await eventually(async () => {
+        const shown = await seqs();
+        assert.ok(shown.length > 0);
+        assert.ok(shown[0] >= latest, `first row seq ${shown[0]}, newest ${latest}`);
+        assert.deepEqual(shown, [...shown].sort((a, b) => b - a));
+      });
+      assert.match(await textOf(p.locator('#log-summary')), /^Page 1, newest first:/);
+      assert.equal(await button(p, 'Newer entries').isDisabled(), true);
+
+      // Older pages follow next_before; Newer goes back; Newest starts over.
+      const created = (await apiAs(ADMIN, 'GET', '/v1/audit/events?type=api_key.created&order=desc&limit=1000'))
+        .body.events.map((e) => e.seq);
+      const form = p.locator('#log-form');
+      await form.getByLabel('Event type').fill('api_key.created');
+      await form.getByLabel('Per page').fill('3');
+      await button(form, 'Search log').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(0, 3)));
+      const older = p.waitForRequest((r) => r.url().includes('/v1/audit/events?') && r.url().includes(`before=${created[2]}`));
+      await button(p, 'Older entries').click();
+      const req = new URL((await older).url());
+      assert.equal(req.searchParams.get('order'), 'desc');
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(3, 6)));
+      assert.match(await textOf(p.locator('#log-summary')), /^Page 2, newest first: 3 entries/);
+      await button(p, 'Older entries').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(6, 9)));
+      await button(p, 'Newer entries').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(3, 6)));
+      await button(p, 'Newest entries').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(0, 3)));
+      assert.equal(await button(p, 'Newer entries').isDisabled(), true);
+    } finally {
+      await context.close();
     }
   });
 
