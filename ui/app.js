@@ -130,6 +130,44 @@
     return state.names.get(id) || shortId(id);
   }
 
+  // Names of principals (API keys and users) by id, asked of GET /v1/audit/principals/{id}
+  // (admins and auditors may) at most once per id and page load. Names the page learns from
+  // its own lists take precedence; an id the server does not know (404) stays an id prefix.
+  const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const lookups = new Map(); // id -> Promise of the lookup
+
+  function lookUpPrincipal(id) {
+    let pending = lookups.get(id);
+    if (!pending) {
+      pending = api('GET', `/v1/audit/principals/${id}`).then((r) => {
+        if (!state.names.has(id)) state.names.set(id, r.principal.name);
+      }, (e) => {
+        // A 404 is an answer (keep it); anything else may be passing: ask again next time.
+        if (e.status !== 404) lookups.delete(id);
+      });
+      lookups.set(id, pending);
+    }
+    return pending;
+  }
+
+  /** Learns the names of these principal ids that the page does not know yet. */
+  async function knowNames(ids) {
+    const wanted = new Set();
+    for (const id of ids) if (id && UUID_RE.test(id) && !state.names.has(id)) wanted.add(id);
+    await Promise.all(Array.from(wanted, lookUpPrincipal));
+  }
+
+  /** The principal ids an audit event names: its actor, its stream's subject, its data. */
+  function idsOfEvent(ev) {
+    const out = [];
+    if (ev.actor && ev.actor.kind !== 'system') out.push(ev.actor.id);
+    const [kind, id] = String(ev.stream || '').split('/');
+    if (id && kind !== 'pat') out.push(id);
+    const d = ev.data || {};
+    for (const k of ['key_id', 'user_id', 'credential_id']) if (typeof d[k] === 'string') out.push(d[k]);
+    return out;
+  }
+
   function actorEl(actor) {
     if (!actor) return '';
     if (actor.kind === 'system') return h('span', { class: 'muted' }, 'keyledger (system)');
@@ -424,8 +462,6 @@
       $('#tabs').hidden = false;
       const wanted = (window.location.hash || '').slice(1);
       showTab(['keys', 'users', 'audit'].includes(wanted) ? wanted : 'keys');
-      // Names for "created by" and actors.
-      loadUsers().catch(() => {});
     } else if (state.role === 'auditor') {
       // An auditor gets no admin control at all: remove them from the page.
       for (const sel of ['#view-keys', '#view-users', '#tab-keys', '#tab-users',
@@ -473,6 +509,7 @@
     const r = await api('GET', '/v1/admin/api-keys');
     state.keys = r.api_keys;
     rememberKeyNames(state.keys);
+    await knowNames(state.keys.map((k) => k.created_by));
     renderKeys();
   }
 
@@ -719,6 +756,7 @@
     const r = await api('GET', '/v1/admin/users');
     state.users = r.users;
     for (const u of state.users) state.names.set(u.id, u.email);
+    await knowNames(state.users.map((u) => u.created_by));
     renderUsers();
   }
 
@@ -964,20 +1002,18 @@
     }
   });
 
-  // Names of keys and users as the log knows them (all an auditor can see).
-  async function namesFromLog() {
-    const [created, renamed, deleted, users] = await Promise.all([
+  // The API keys as the log knows them (an auditor has no list of keys): the history picker.
+  // Names of actors come from GET /v1/audit/principals/{id} instead (see knowNames).
+  async function keysFromLog() {
+    const [created, renamed, deleted] = await Promise.all([
       allEvents({ type: 'api_key.created' }),
       allEvents({ type: 'api_key.renamed' }),
       allEvents({ type: 'api_key.deleted' }),
-      allEvents({ type: 'user.registered' }),
     ]);
     const keys = new Map();
     for (const e of created) keys.set(e.data.key_id, { id: e.data.key_id, name: e.data.name, deleted: false });
     for (const e of renamed) { const k = keys.get(e.data.key_id); if (k) k.name = e.data.to; }
     for (const e of deleted) { const k = keys.get(e.data.key_id); if (k) k.deleted = true; }
-    for (const k of keys.values()) if (!state.names.has(k.id) || state.role !== 'admin') state.names.set(k.id, k.name);
-    for (const e of users) if (!state.names.has(e.data.user_id)) state.names.set(e.data.user_id, e.data.email);
     return Array.from(keys.values());
   }
 
@@ -985,10 +1021,9 @@
     let choices;
     if (state.role === 'admin') {
       await loadKeys();
-      await namesFromLog();
       choices = state.keys.map((k) => ({ id: k.id, label: `${k.name} — ${k.role}, ${k.status} (${k.display})` }));
     } else {
-      const keys = await namesFromLog();
+      const keys = await keysFromLog();
       choices = keys.map((k) => ({ id: k.id, label: `${k.name}${k.deleted ? ' (deleted)' : ''} — ${shortId(k.id)}` }));
     }
     state.keyChoices = choices;
@@ -1019,6 +1054,7 @@
 
   async function showHistory(id) {
     const r = await api('GET', `/v1/audit/api-keys/${id}/history`);
+    await knowNames([id, ...r.events.flatMap(idsOfEvent)]);
     $('#history-result').hidden = false;
     $('#history-key-title').textContent = `${principalName(id)} (${id})`;
     renderTimeline(r.events);
@@ -1244,6 +1280,7 @@
     const q = new URLSearchParams({ ...state.log.params, order: 'desc' });
     if (state.log.before !== null) q.set('before', String(state.log.before));
     const page = await api('GET', `/v1/audit/events?${q}`);
+    await knowNames(page.events.flatMap(idsOfEvent));
     if (ticket !== state.log.ticket) return;
     state.log.next = page.next_before ?? null;
     renderLog(page.events);

@@ -745,6 +745,82 @@ describe('keyledger admin page', () => {
     }
   });
 
+  it('shows auditors actors by name, asking the server once per id', async () => {
+    // Two admin users act with tokens (user actors); an auditor reads the log.
+    const tag = uniqueName('names');
+    const actors = [];
+    for (const who of ['known', 'unknown']) {
+      const u = await apiAs(ADMIN, 'POST', '/v1/admin/users', { email: `${tag}-${who}@example.com`, role: 'admin' });
+      assert.equal(u.status, 201, u.text);
+      const pat = await apiAs(ADMIN, 'POST', `/v1/admin/users/${u.body.user.id}/tokens`, { name: 'laptop', expires_in_days: 1 });
+      const key = await createKey(uniqueName(`made-by-${who}`), 'basic', pat.body.secret);
+      actors.push({ user: u.body.user, key });
+    }
+    const [known, unknown] = actors;
+    // The admin users go again (they must not count as admin credentials for other tests).
+    for (const a of actors) assert.equal((await apiAs(ADMIN, 'DELETE', `/v1/admin/users/${a.user.id}`)).status, 204);
+    const auditor = await apiAs(ADMIN, 'POST', '/v1/admin/users', { email: `${tag}-auditor@example.com`, role: 'auditor' });
+    const auditorPat = await apiAs(ADMIN, 'POST', `/v1/admin/users/${auditor.body.user.id}/tokens`, { name: 'laptop', expires_in_days: 1 });
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const p = await context.newPage();
+    p.setDefaultTimeout(10000);
+    watch(p, problems);
+    const lookups = [];
+    p.on('request', (r) => {
+      const m = new URL(r.url()).pathname.match(/^\/v1\/audit\/principals\/([^/]+)$/);
+      if (m) lookups.push(m[1]);
+    });
+    try {
+      // One principal the server "does not know" (404): the page falls back to its id prefix.
+      await p.route(`${BASE}/v1/audit/principals/${unknown.user.id}`, (route) => route.fulfill({
+        status: 404, contentType: 'application/json',
+        body: JSON.stringify({ error: { code: 'principal_not_found', message: 'no service account or user with this id' } }),
+      }));
+      await signIn(p, auditorPat.body.secret);
+      await p.locator('#view-audit').waitFor();
+
+      // The log as it opens: the deactivations by the bootstrap key are among the newest
+      // entries, under its name; no actor is left as an id.
+      const id = unknown.user.id;
+      const unknownPrefix = `${id.slice(0, 8)}…${id.slice(-4)} (user)`;
+      const actorCells = p.locator('#log-body td[data-label="Actor"]');
+      await eventually(async () => {
+        const shown = await actorCells.allTextContents();
+        assert.ok(shown.includes('bootstrap-admin (API key)'), String(shown));
+        assert.deepEqual(shown.filter((a) => a.includes('…') && a !== unknownPrefix), [], 'actors shown as ids');
+      });
+
+      // A user actor by its email; the unknown one by its id prefix.
+      const form = p.locator('#log-form');
+      const createdBy = async (key) => {
+        await form.getByLabel('Stream').fill(`api_key/${key.id}`);
+        await button(form, 'Search log').click();
+        const row = p.locator(`#log-body tr[data-type="api_key.created"]`);
+        await eventually(async () => assert.match(await textOf(row.locator('td[data-label="Stream"]')), new RegExp(`${key.name}$`)));
+        return (await textOf(row.locator('td[data-label="Actor"]'))).trim();
+      };
+      assert.equal(await createdBy(known.key), `${known.user.email} (user)`);
+      assert.equal(await createdBy(unknown.key), unknownPrefix);
+
+      // Each id asked for once, however many rows, pages and searches name it; never the system.
+      await form.getByLabel('Stream').fill('');
+      await form.getByLabel('Per page').fill('5');
+      await button(form, 'Search log').click();
+      await eventually(async () => assert.equal(await p.locator('#log-body tr').count(), 5));
+      await button(p, 'Older entries').click();
+      await button(p, 'Older entries').click();
+      await button(p, 'Newest entries').click();
+      await eventually(async () => assert.equal(await button(p, 'Newer entries').isDisabled(), true));
+      assert.ok(lookups.includes(known.user.id), String(lookups));
+      assert.deepEqual(lookups, [...new Set(lookups)], 'each id looked up once');
+      assert.ok(!lookups.includes('keyledger'), 'the system actor is not looked up');
+      await shot(p, '16-auditor-names');
+    } finally {
+      await context.close();
+    }
+  });
+
   it('had no script error, CSP violation or request to another origin', () => {
     assert.deepEqual(problems, []);
   });
