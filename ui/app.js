@@ -499,6 +499,144 @@
     tab.addEventListener('click', () => showTab(tab.dataset.tab, { focus: true }));
   }
 
+  // ---------------------------------------------------------------- row menus
+  //
+  // The WAI-ARIA menu button pattern: each key row has one "Actions" button
+  // (aria-haspopup="menu") opening a menu of the row's actions. Enter, Space or ArrowDown
+  // open it on the first item, ArrowUp on the last; ArrowDown/ArrowUp (wrapping), Home, End
+  // and a first letter move; Enter or Space runs the item; Escape closes it and puts focus
+  // back on the button; Tab or a click elsewhere closes it.
+
+  let openMenu = null; // {button, menu, onPick}
+
+  function menuButton(id, name) {
+    return h('button', {
+      type: 'button',
+      class: 'btn btn-secondary btn-sm menu-button',
+      id: `actions-${id}`,
+      'data-action': 'menu',
+      'data-id': id,
+      'aria-haspopup': 'menu',
+      'aria-expanded': 'false',
+      'aria-label': `Actions for ${name}`,
+    }, 'Actions');
+  }
+
+  function menuItems() {
+    return openMenu ? $$('[role="menuitem"]', openMenu.menu) : [];
+  }
+
+  /** Keeps the open menu next to its button, inside the window (the table may scroll). */
+  function placeMenu() {
+    if (!openMenu) return;
+    const { button, menu } = openMenu;
+    const r = button.getBoundingClientRect();
+    const w = menu.offsetWidth;
+    const hgt = menu.offsetHeight;
+    const left = Math.max(8, Math.min(r.right - w, window.innerWidth - w - 8));
+    let top = r.bottom + 4;
+    if (top + hgt > window.innerHeight - 8 && r.top - hgt - 4 >= 8) top = r.top - hgt - 4;
+    menu.style.left = `${Math.round(left)}px`;
+    menu.style.top = `${Math.round(top)}px`;
+  }
+
+  function closeMenu(focusButton) {
+    if (!openMenu) return;
+    const { button, menu } = openMenu;
+    openMenu = null;
+    menu.remove();
+    button.setAttribute('aria-expanded', 'false');
+    button.removeAttribute('aria-controls');
+    if (focusButton && button.isConnected) button.focus();
+  }
+
+  /** Opens `items` ([{action, label, danger}]) under `button`; `onPick(action, button)`. */
+  function showMenu(button, items, onPick, focusLast) {
+    closeMenu(false);
+    const menu = h('ul', { class: 'menu', role: 'menu', id: `${button.id}-menu`, 'aria-labelledby': button.id },
+      items.map((it) => h('li', { role: 'none' }, h('button', {
+        type: 'button', role: 'menuitem', tabindex: '-1', 'data-pick': it.action,
+        class: `menu-item${it.danger ? ' menu-item-danger' : ''}`,
+      }, it.label))));
+    button.after(menu);
+    button.setAttribute('aria-expanded', 'true');
+    button.setAttribute('aria-controls', menu.id);
+    openMenu = { button, menu, onPick };
+    placeMenu();
+
+    menu.addEventListener('click', (ev) => {
+      const item = ev.target.closest('[data-pick]');
+      if (!item || !openMenu || openMenu.menu !== menu) return;
+      closeMenu(true);
+      onPick(item.dataset.pick, button);
+    });
+    menu.addEventListener('keydown', (ev) => {
+      const all = menuItems();
+      const at = all.indexOf(document.activeElement);
+      let to = null;
+      if (ev.key === 'ArrowDown') to = (at + 1) % all.length;
+      else if (ev.key === 'ArrowUp') to = (at - 1 + all.length) % all.length;
+      else if (ev.key === 'Home' || ev.key === 'PageUp') to = 0;
+      else if (ev.key === 'End' || ev.key === 'PageDown') to = all.length - 1;
+      else if (ev.key === 'Escape') {
+        ev.preventDefault();
+        ev.stopPropagation();
+        closeMenu(true);
+        return;
+      } else if (ev.key.length === 1 && /\S/.test(ev.key) && !ev.ctrlKey && !ev.metaKey && !ev.altKey) {
+        // Type-ahead: the next item starting with that letter.
+        const c = ev.key.toLowerCase();
+        for (let k = 1; k <= all.length; k += 1) {
+          const j = (at + k) % all.length;
+          if (all[j].textContent.trim().toLowerCase().startsWith(c)) {
+            to = j;
+            break;
+          }
+        }
+      }
+      if (to !== null) {
+        ev.preventDefault();
+        all[to].focus({ preventScroll: true });
+      }
+    });
+    menu.addEventListener('focusout', (ev) => {
+      const to = ev.relatedTarget;
+      if (openMenu && openMenu.menu === menu && !(to && (menu.contains(to) || to === button))) closeMenu(false);
+    });
+
+    const all = menuItems();
+    all[focusLast ? all.length - 1 : 0].focus({ preventScroll: true });
+  }
+
+  /** Wires the menu buttons inside `container`: `itemsOf(id)` and `onPick(action, id, button)`. */
+  function menuButtons(container, itemsOf, onPick) {
+    container.addEventListener('click', (ev) => {
+      const btn = ev.target.closest('button[data-action="menu"]');
+      if (!btn) return;
+      if (openMenu && openMenu.button === btn) {
+        closeMenu(true);
+        return;
+      }
+      const items = itemsOf(btn.dataset.id);
+      if (items.length) showMenu(btn, items, (action, b) => onPick(action, b.dataset.id, b), false);
+    });
+    container.addEventListener('keydown', (ev) => {
+      const btn = ev.target.closest && ev.target.closest('button[data-action="menu"]');
+      if (!btn || ev.target !== btn || (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp')) return;
+      ev.preventDefault();
+      const items = itemsOf(btn.dataset.id);
+      if (items.length) showMenu(btn, items, (action, b) => onPick(action, b.dataset.id, b), ev.key === 'ArrowUp');
+    });
+  }
+
+  document.addEventListener('pointerdown', (ev) => {
+    if (!openMenu) return;
+    if (openMenu.menu.contains(ev.target) || openMenu.button.contains(ev.target)) return;
+    closeMenu(false);
+  }, true);
+  window.addEventListener('resize', placeMenu);
+  window.addEventListener('scroll', placeMenu, true);
+
   // ---------------------------------------------------------------- API keys
 
   function rememberKeyNames(keys) {
@@ -531,25 +669,26 @@
     return h('td', { 'data-label': label }, ...children);
   }
 
+  function keyMenuItems(id) {
+    const k = keyById(id);
+    if (!k) return [];
+    if (k.status === 'deleted') return [{ action: 'history', label: 'History' }];
+    return [
+      { action: 'rename', label: 'Rename' },
+      { action: 'type', label: 'Change type' },
+      { action: 'regenerate', label: 'Regenerate' },
+      k.status === 'disabled' ? { action: 'enable', label: 'Enable' } : { action: 'disable', label: 'Disable' },
+      { action: 'history', label: 'History' },
+      { action: 'delete', label: 'Delete', danger: true },
+    ];
+  }
+
   function renderKeys() {
     const body = $('#keys-body');
     clear(body);
     const showDeleted = $('#keys-show-deleted').checked;
     const keys = state.keys.filter((k) => showDeleted || k.status !== 'deleted');
     for (const k of keys) {
-      const actions = h('div', { class: 'row-actions' });
-      if (k.status !== 'deleted') {
-        actions.append(
-          actionButton('Rename', 'rename', k, k.name),
-          actionButton('Change type', 'type', k, `of ${k.name}`),
-          actionButton('Regenerate', 'regenerate', k, k.name),
-          k.status === 'disabled'
-            ? actionButton('Enable', 'enable', k, k.name)
-            : actionButton('Disable', 'disable', k, k.name),
-          actionButton('Delete', 'delete', k, k.name, 'btn-danger-outline'),
-        );
-      }
-      actions.append(actionButton('History', 'history', k, `of ${k.name}`));
       body.append(h('tr', { 'data-key-id': k.id, 'data-key-name': k.name },
         h('th', { scope: 'row', 'data-label': 'Name', class: 'name-cell' }, k.name),
         cell('Type', badge(k.role, `role-${k.role}`)),
@@ -559,7 +698,7 @@
         cell('Created by', h('span', { title: k.created_by }, principalName(k.created_by))),
         cell('Last used', timeEl(k.last_used_at, 'Never')),
         cell('Expires', timeEl(k.expires_at, 'Never')),
-        cell('Actions', actions),
+        cell('Actions', menuButton(k.id, k.name)),
       ));
     }
     $('#keys-empty').hidden = keys.length > 0;
@@ -568,16 +707,14 @@
   $('#keys-show-deleted').addEventListener('change', renderKeys);
   $('#keys-refresh').addEventListener('click', () => loadKeys().then(() => announce('API keys refreshed.'), showError));
 
-  $('#keys-body').addEventListener('click', (ev) => {
-    const btn = ev.target.closest('button[data-action]');
-    if (!btn) return;
-    const key = keyById(btn.dataset.id);
+  menuButtons($('#keys-body'), keyMenuItems, (action, id, btn) => {
+    const key = keyById(id);
     if (!key) return;
     const handler = {
       rename: openRename, type: openType, regenerate: openRegenerate,
       disable: (k) => setEnabled(k, false), enable: (k) => setEnabled(k, true),
       delete: openDelete, history: openHistory,
-    }[btn.dataset.action];
+    }[action];
     if (handler) handler(key, btn);
   });
 
@@ -714,7 +851,7 @@
       await api('POST', `/v1/admin/api-keys/${key.id}/${enable ? 'enable' : 'disable'}`, { ifMatch: key.version });
       await loadKeys();
       announce(`API key “${key.name}” ${enable ? 'enabled' : 'disabled'}.`);
-      const again = $(`[data-action="${enable ? 'disable' : 'enable'}"][data-id="${key.id}"]`);
+      const again = $(`[data-action="menu"][data-id="${key.id}"]`);
       if (again) again.focus();
     } catch (e) {
       showError(e);

@@ -111,6 +111,15 @@ async function signIn(page, secret) {
 }
 
 const button = (scope, name) => scope.getByRole('button', { name, exact: true });
+/** Runs `action` (a menu item's name) from the Actions menu of the key row named `name`. */
+async function keyAction(page, name, action) {
+  const row = page.locator(`#keys-body tr[data-key-name="${name}"]`);
+  await button(row, `Actions for ${name}`).click();
+  const menu = page.getByRole('menu', { name: `Actions for ${name}`, exact: true });
+  await menu.getByRole('menuitem', { name: action, exact: true }).click();
+  await menu.waitFor({ state: 'detached' });
+}
+
 /** A fresh browser context signed in with `secret` (the bootstrap admin by default). */
 async function freshPage(browser, problems, secret = ADMIN, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
@@ -275,7 +284,7 @@ describe('keyledger admin page', () => {
   it('renames, changes the type, regenerates, disables, enables and deletes a key', async () => {
     const k = keys.basic;
     // Rename.
-    await button(page, `Rename ${k.name}`).click();
+    await keyAction(page, k.name, 'Rename');
     let dlg = page.getByRole('dialog', { name: `Rename “${k.name}”` });
     await dlg.getByLabel('New name').fill('e2e-basic-renamed');
     await button(dlg, 'Save name').click();
@@ -291,7 +300,7 @@ describe('keyledger admin page', () => {
     const patched = await apiAs(ADMIN, 'PATCH', `/v1/admin/api-keys/${k.id}`, { expires_at: far },
       { 'if-match': `"${current.version}"` });
     assert.equal(patched.status, 200);
-    await button(page, `Change type of ${k.name}`).click();
+    await keyAction(page, k.name, 'Change type');
     dlg = page.getByRole('dialog', { name: `Change the type of “${k.name}”` });
     await dlg.getByRole('radio', { name: 'Limited' }).check();
     await button(dlg, 'Save type').click();
@@ -300,7 +309,7 @@ describe('keyledger admin page', () => {
     await button(page, 'Refresh').first().click();
 
     // Change type.
-    await button(page, `Change type of ${k.name}`).click();
+    await keyAction(page, k.name, 'Change type');
     dlg = page.getByRole('dialog', { name: `Change the type of “${k.name}”` });
     assert.equal(await dlg.getByRole('radio', { name: 'Basic Recommended' }).isChecked(), true);
     await dlg.getByRole('radio', { name: 'Limited' }).check();
@@ -310,7 +319,7 @@ describe('keyledger admin page', () => {
     assert.equal((await textOf(page.locator(`#keys-body tr[data-key-name="${k.name}"] td[data-label="Type"]`))).trim(), 'limited');
 
     // Regenerate with no grace: the old secret is refused as REVOKED, the new one works.
-    await button(page, `Regenerate ${k.name}`).click();
+    await keyAction(page, k.name, 'Regenerate');
     dlg = page.getByRole('dialog', { name: `Regenerate “${k.name}”` });
     await dlg.getByLabel('Grace period for the old secret (optional)').fill('0');
     await button(dlg, 'Regenerate').click();
@@ -328,7 +337,7 @@ describe('keyledger admin page', () => {
 
     // Regenerate another key with a grace period in hours: the old secret keeps working.
     const lim = keys.limited;
-    await button(page, `Regenerate ${lim.name}`).click();
+    await keyAction(page, lim.name, 'Regenerate');
     dlg = page.getByRole('dialog', { name: `Regenerate “${lim.name}”` });
     await dlg.getByLabel('Grace period for the old secret (optional)').fill('2');
     await dlg.getByLabel('Unit').selectOption({ label: 'hours' });
@@ -346,17 +355,17 @@ describe('keyledger admin page', () => {
     assert.ok(Math.abs(graceMs - 2 * 3600e3) < 5000, `grace of 2 hours, got ${graceMs} ms`);
 
     // Disable and enable.
-    await button(page, `Disable ${k.name}`).click();
-    await button(page, `Enable ${k.name}`).waitFor();
-    assert.equal((await textOf(page.locator(`#keys-body tr[data-key-name="${k.name}"] td[data-label="Status"]`))).trim(), 'disabled');
+    const status = page.locator(`#keys-body tr[data-key-name="${k.name}"] td[data-label="Status"]`);
+    await keyAction(page, k.name, 'Disable');
+    await eventually(async () => assert.equal((await textOf(status)).trim(), 'disabled'));
     assert.equal((await verify(k.secret)).code, 'DISABLED');
-    await button(page, `Enable ${k.name}`).click();
-    await button(page, `Disable ${k.name}`).waitFor();
+    await keyAction(page, k.name, 'Enable');
+    await eventually(async () => assert.equal((await textOf(status)).trim(), 'active'));
     assert.equal((await verify(k.secret)).code, 'VALID');
     assert.equal((await verify(old)).code, 'REVOKED');
 
     // Delete, after a confirmation that names the key.
-    await button(page, `Delete ${k.name}`).click();
+    await keyAction(page, k.name, 'Delete');
     dlg = page.getByRole('dialog', { name: `Delete “${k.name}”?` });
     await dlg.waitFor();
     assert.match(await textOf(dlg), new RegExp(`Delete the API key “${k.name}”`));
@@ -364,7 +373,7 @@ describe('keyledger admin page', () => {
     await button(dlg, 'Cancel').click();
     await dlg.waitFor({ state: 'hidden' });
     assert.equal((await verify(k.secret)).valid, true);
-    await button(page, `Delete ${k.name}`).click();
+    await keyAction(page, k.name, 'Delete');
     await button(dlg, 'Delete key').click();
     await dlg.waitFor({ state: 'hidden' });
     await page.locator(`#keys-body tr[data-key-name="${k.name}"]`).waitFor({ state: 'detached' });
@@ -375,12 +384,15 @@ describe('keyledger admin page', () => {
     await row.waitFor();
     assert.equal((await textOf(row.locator('td[data-label="Status"]'))).trim(), 'deleted');
     assert.equal(await row.getByRole('button').count(), 1);
+    await button(row, `Actions for ${k.name}`).click();
+    assert.deepEqual(await page.getByRole('menu', { name: `Actions for ${k.name}` }).getByRole('menuitem').allTextContents(), ['History']);
+    await page.keyboard.press('Escape');
     await eventually(async () => assert.match(await textOf(page.locator('#page-status')), /deleted/));
   });
 
   it('shows every action in the key\'s timeline and its activity per day', async () => {
     const k = keys.basic;
-    await button(page, `History of ${k.name}`).click();
+    await keyAction(page, k.name, 'History');
     await page.locator('#view-audit').waitFor();
     const items = page.locator('#timeline > li');
     await eventually(async () => assert.ok((await items.count()) >= 8));
@@ -640,7 +652,7 @@ describe('keyledger admin page', () => {
     for (const sel of ['#view-keys', '#view-users', '#dlg-create', '#dlg-regenerate', '#register-form', '#keys-body', '#users-body']) {
       assert.equal(await page.locator(sel).count(), 0, sel);
     }
-    assert.equal(await page.getByRole('button', { name: /^(Rename|Regenerate|Delete|Disable|Deactivate|Revoke) /, exact: false }).count(), 0);
+    assert.equal(await page.getByRole('button', { name: /^(Rename|Regenerate|Delete|Disable|Deactivate|Revoke|Actions for) /, exact: false }).count(), 0);
 
     // The audit views work.
     await page.locator('#view-audit').waitFor();
@@ -675,8 +687,15 @@ describe('keyledger admin page', () => {
       // Rows are stacked cards with labelled cells.
       const cellBox = await p.locator('#keys-body tr[data-key-name="e2e-admin"] td[data-label="Status"]').boundingBox();
       assert.ok(cellBox.width > 300, `stacked cell width ${cellBox.width}`);
-      assert.ok(await button(p, 'Rename e2e-admin').isVisible());
+      // The row's Actions menu opens inside the screen.
+      await button(p, 'Actions for e2e-admin').click();
+      const menu = p.getByRole('menu', { name: 'Actions for e2e-admin' });
+      await menu.waitFor();
+      const menuBox = await menu.boundingBox();
+      assert.ok(menuBox.x >= 0 && menuBox.x + menuBox.width <= 390, `menu at ${menuBox.x}+${menuBox.width}`);
       await shot(p, '08-phone-keys');
+      await p.keyboard.press('Escape');
+      await menu.waitFor({ state: 'detached' });
 
       await button(p, 'Create New API Key').click();
       const dlg = p.getByRole('dialog', { name: 'Create New API Key' });
@@ -700,6 +719,85 @@ describe('keyledger admin page', () => {
   // ---------------------------------------------------------------- the review's findings
   // Each of these starts its own browser context and makes its own data, so that it can run
   // alone (KEYLEDGER_E2E_ONLY) and in any order.
+
+  it('puts a key row\'s actions in one menu, operable with the keyboard', async () => {
+    const k = await createKey(uniqueName('menu'));
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      const row = p.locator(`#keys-body tr[data-key-name="${k.name}"]`);
+      await row.waitFor();
+      // One button per row, a menu button.
+      assert.equal(await row.getByRole('button').count(), 1);
+      const opener = button(row, `Actions for ${k.name}`);
+      assert.equal(await opener.getAttribute('aria-haspopup'), 'menu');
+      assert.equal(await opener.getAttribute('aria-expanded'), 'false');
+      const menu = p.getByRole('menu', { name: `Actions for ${k.name}`, exact: true });
+      const focused = () => p.evaluate(() => document.activeElement.getAttribute('aria-label') || document.activeElement.textContent.trim());
+
+      // Enter opens it on the first item; the arrows move and wrap, Home and End jump.
+      await opener.focus();
+      await p.keyboard.press('Enter');
+      await menu.waitFor();
+      assert.equal(await opener.getAttribute('aria-expanded'), 'true');
+      assert.equal(await opener.getAttribute('aria-controls'), await menu.getAttribute('id'));
+      assert.deepEqual(await menu.getByRole('menuitem').allTextContents(),
+        ['Rename', 'Change type', 'Regenerate', 'Disable', 'History', 'Delete']);
+      assert.equal(await focused(), 'Rename');
+      await p.keyboard.press('ArrowDown');
+      assert.equal(await focused(), 'Change type');
+      await p.keyboard.press('ArrowUp');
+      await p.keyboard.press('ArrowUp');
+      assert.equal(await focused(), 'Delete');
+      await p.keyboard.press('Home');
+      assert.equal(await focused(), 'Rename');
+      await p.keyboard.press('End');
+      assert.equal(await focused(), 'Delete');
+      await p.keyboard.press('h');
+      assert.equal(await focused(), 'History');
+      await shot(p, '13-row-menu');
+      // Escape closes it and focus goes back to its button.
+      await p.keyboard.press('Escape');
+      await menu.waitFor({ state: 'detached' });
+      assert.equal(await opener.getAttribute('aria-expanded'), 'false');
+      assert.equal(await focused(), `Actions for ${k.name}`);
+
+      // Space opens it too; Enter on an item runs it; the dialog gives focus back to the button.
+      await p.keyboard.press('Space');
+      await menu.waitFor();
+      assert.equal(await focused(), 'Rename');
+      await p.keyboard.press('Enter');
+      const dlg = p.getByRole('dialog', { name: `Rename “${k.name}”` });
+      await dlg.waitFor();
+      await p.keyboard.press('Escape');
+      await dlg.waitFor({ state: 'hidden' });
+      assert.equal(await focused(), `Actions for ${k.name}`);
+
+      // ArrowUp opens it on the last item; Tab closes it.
+      await p.keyboard.press('ArrowUp');
+      await menu.waitFor();
+      assert.equal(await focused(), 'Delete');
+      await p.keyboard.press('Tab');
+      await menu.waitFor({ state: 'detached' });
+      assert.equal(await opener.getAttribute('aria-expanded'), 'false');
+
+      // A click elsewhere closes it; a click on an item runs it.
+      await opener.click();
+      await menu.waitFor();
+      await p.locator('#keys-title').click();
+      await menu.waitFor({ state: 'detached' });
+      await opener.click();
+      await menu.getByRole('menuitem', { name: 'Disable' }).click();
+      await eventually(async () => assert.equal((await textOf(row.locator('td[data-label="Status"]'))).trim(), 'disabled'));
+      assert.equal((await verify(k.secret)).code, 'DISABLED');
+      await eventually(async () => assert.equal(await focused(), `Actions for ${k.name}`));
+      await opener.click();
+      assert.deepEqual(await menu.getByRole('menuitem').allTextContents(),
+        ['Rename', 'Change type', 'Regenerate', 'Enable', 'History', 'Delete']);
+      await p.keyboard.press('Escape');
+    } finally {
+      await context.close();
+    }
+  });
 
   it('lists the audit log newest first and pages to older entries', async () => {
     // Enough key creations for two pages of three, whatever ran before.
