@@ -38,9 +38,10 @@
     me: null,
     role: null,
     tab: null,
-    keys: [],
-    users: [],
+    keys: [], // the page of keys on show
+    users: [], // the page of users on show
     tokens: [],
+    tokensNext: null,
     selectedUserId: null,
     names: new Map(), // principal id -> human name
     keyChoices: [], // [{id, label}]
@@ -499,6 +500,194 @@
     tab.addEventListener('click', () => showTab(tab.dataset.tab, { focus: true }));
   }
 
+  // ---------------------------------------------------------------- paged lists
+
+  function cell(label, ...children) {
+    return h('td', { 'data-label': label }, ...children);
+  }
+
+  function actionButton(label, action, item, name, extraClass) {
+    return h('button', {
+      type: 'button',
+      class: `btn btn-sm ${extraClass || 'btn-secondary'}`,
+      'data-action': action,
+      'data-id': item.id,
+      'aria-label': `${label} ${name}`,
+    }, label);
+  }
+
+  const SORT_NAMES = { name: 'name', created: 'creation time', last_used: 'last use' };
+
+  /**
+   * A list the server pages, searches and sorts (`limit`, `after`, `q`, `sort`): API keys
+   * and users. Its controls are `#<id>-search`, `-per-page`, `-prev`, `-next`, `-summary`
+   * and the sort buttons in `#<id>-table`'s head. `hide` drops items the page does not show
+   * (deleted keys unless asked for); the following server pages then fill the page up.
+   * `back` is the stack of `after` cursors of the pages before the one on show.
+   */
+  function pagedList({ id, path, field, noun, nameSort, hide, namesOf, render }) {
+    const els = {
+      search: $(`#${id}-search`),
+      perPage: $(`#${id}-per-page`),
+      prev: $(`#${id}-prev`),
+      next: $(`#${id}-next`),
+      summary: $(`#${id}-summary`),
+      table: $(`#${id}-table`),
+    };
+    const list = {
+      q: '', sort: 'created', descending: true, limit: Number(els.perPage.value),
+      after: null, back: [], next: null, ticket: 0, items: [],
+    };
+
+    function sortParam() {
+      return `${list.descending ? '-' : ''}${list.sort}`;
+    }
+
+    function showSort() {
+      for (const th of $$('th[data-sort]', els.table)) {
+        if (th.dataset.sort === list.sort) th.setAttribute('aria-sort', list.descending ? 'descending' : 'ascending');
+        else th.removeAttribute('aria-sort');
+      }
+    }
+
+    function showPager() {
+      els.prev.disabled = list.back.length === 0;
+      els.next.disabled = !list.next;
+      const n = list.items.length;
+      const what = `${n} ${n === 1 ? noun[0] : noun[1]}${list.q ? ` matching “${list.q}”` : ''}`;
+      const order = `sorted by ${list.sort === 'name' ? nameSort : SORT_NAMES[list.sort]}, `
+        + `${list.descending ? 'descending' : 'ascending'}`;
+      const more = list.next ? 'More on the next page.' : 'This is the last page.';
+      els.summary.textContent = `Page ${list.back.length + 1}: ${what}, ${order}. ${more}`;
+    }
+
+    /** Fetches and shows the page starting after `list.after`; false if a newer load won. */
+    async function load() {
+      list.ticket += 1;
+      const ticket = list.ticket;
+      const shown = [];
+      let cursor = list.after;
+      let next = null;
+      for (let round = 0; round < 20; round += 1) {
+        const q = new URLSearchParams({ limit: String(list.limit), sort: sortParam() });
+        if (list.q) q.set('q', list.q);
+        if (cursor) q.set('after', cursor);
+        const page = await api('GET', `${path}?${q}`);
+        if (ticket !== list.ticket) return false;
+        const items = page[field];
+        let i = 0;
+        while (i < items.length && shown.length < list.limit) {
+          if (!hide(items[i])) shown.push(items[i]);
+          i += 1;
+        }
+        const more = page.next_after !== null && page.next_after !== undefined;
+        if (shown.length >= list.limit) {
+          next = i < items.length || more ? items[i - 1].id : null;
+          break;
+        }
+        if (!more) {
+          next = null;
+          break;
+        }
+        cursor = page.next_after;
+        next = cursor; // where to go on if the rounds run out
+      }
+      await knowNames(shown.flatMap(namesOf));
+      if (ticket !== list.ticket) return false;
+      list.items = shown;
+      list.next = next;
+      render(shown);
+      showSort();
+      showPager();
+      return true;
+    }
+
+    /** Back to the first page (a new search, sort or page size). */
+    function restart() {
+      list.after = null;
+      list.back = [];
+      return load();
+    }
+
+    let debounce = null;
+    function search(now) {
+      window.clearTimeout(debounce);
+      debounce = null;
+      const q = els.search.value.trim();
+      if (q === list.q) return;
+      if (!now) {
+        debounce = window.setTimeout(() => search(true), 300);
+        return;
+      }
+      list.q = q;
+      restart().then((shown) => { if (shown) announce(els.summary.textContent); }, showError);
+    }
+    els.search.addEventListener('input', () => search(false));
+    els.search.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter') {
+        ev.preventDefault();
+        search(true);
+      }
+    });
+
+    els.perPage.addEventListener('change', () => {
+      list.limit = Number(els.perPage.value);
+      restart().then((shown) => { if (shown) announce(els.summary.textContent); }, showError);
+    });
+
+    for (const btn of $$('button.sort', els.table)) {
+      btn.addEventListener('click', () => {
+        const sort = btn.dataset.sort;
+        if (sort === list.sort) list.descending = !list.descending;
+        else {
+          list.sort = sort;
+          list.descending = sort !== 'name'; // names A→Z, times newest first
+        }
+        showSort();
+        restart().then(() => announce(`${noun[1][0].toUpperCase()}${noun[1].slice(1)} sorted by `
+          + `${sort === 'name' ? nameSort : SORT_NAMES[sort]}, ${list.descending ? 'descending' : 'ascending'}.`), showError);
+      });
+    }
+
+    els.next.addEventListener('click', () => {
+      if (!list.next) return;
+      list.back.push(list.after);
+      list.after = list.next;
+      load().then(() => {
+        announce(els.summary.textContent);
+        if (els.next.disabled) els.prev.focus();
+      }, showError);
+    });
+    els.prev.addEventListener('click', () => {
+      if (!list.back.length) return;
+      list.after = list.back.pop();
+      load().then(() => {
+        announce(els.summary.textContent);
+        if (els.prev.disabled) els.next.focus();
+      }, showError);
+    });
+
+    showSort();
+    list.load = load;
+    list.restart = restart;
+    return list;
+  }
+
+  /** Every item of an admin list (following next_after, bounded), for pickers. */
+  async function allItems(path, field, maxPages = 20) {
+    const out = [];
+    let after = null;
+    for (let i = 0; i < maxPages; i += 1) {
+      const q = new URLSearchParams({ limit: '1000' });
+      if (after) q.set('after', after);
+      const page = await api('GET', `${path}?${q}`);
+      out.push(...page[field]);
+      if (!page.next_after) break;
+      after = page.next_after;
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------- row menus
   //
   // The WAI-ARIA menu button pattern: each key row has one "Actions" button
@@ -643,30 +832,27 @@
     for (const k of keys) state.names.set(k.id, k.name);
   }
 
+  const keysList = pagedList({
+    id: 'keys',
+    path: '/v1/admin/api-keys',
+    field: 'api_keys',
+    noun: ['key', 'keys'],
+    nameSort: 'name',
+    hide: (k) => k.status === 'deleted' && !$('#keys-show-deleted').checked,
+    namesOf: (k) => [k.created_by],
+    render: (keys) => {
+      state.keys = keys;
+      rememberKeyNames(keys);
+      renderKeys();
+    },
+  });
+
   async function loadKeys() {
-    const r = await api('GET', '/v1/admin/api-keys');
-    state.keys = r.api_keys;
-    rememberKeyNames(state.keys);
-    await knowNames(state.keys.map((k) => k.created_by));
-    renderKeys();
+    await keysList.load();
   }
 
   function keyById(id) {
     return state.keys.find((k) => k.id === id);
-  }
-
-  function actionButton(label, action, item, name, extraClass) {
-    return h('button', {
-      type: 'button',
-      class: `btn btn-sm ${extraClass || 'btn-secondary'}`,
-      'data-action': action,
-      'data-id': item.id,
-      'aria-label': `${label} ${name}`,
-    }, label);
-  }
-
-  function cell(label, ...children) {
-    return h('td', { 'data-label': label }, ...children);
   }
 
   function keyMenuItems(id) {
@@ -686,9 +872,7 @@
   function renderKeys() {
     const body = $('#keys-body');
     clear(body);
-    const showDeleted = $('#keys-show-deleted').checked;
-    const keys = state.keys.filter((k) => showDeleted || k.status !== 'deleted');
-    for (const k of keys) {
+    for (const k of state.keys) {
       body.append(h('tr', { 'data-key-id': k.id, 'data-key-name': k.name },
         h('th', { scope: 'row', 'data-label': 'Name', class: 'name-cell' }, k.name),
         cell('Type', badge(k.role, `role-${k.role}`)),
@@ -701,10 +885,13 @@
         cell('Actions', menuButton(k.id, k.name)),
       ));
     }
-    $('#keys-empty').hidden = keys.length > 0;
+    const empty = $('#keys-empty');
+    empty.hidden = state.keys.length > 0;
+    empty.textContent = keysList.q ? `No API key matches “${keysList.q}”.`
+      : keysList.back.length ? 'No more API keys.' : 'No API keys yet.';
   }
 
-  $('#keys-show-deleted').addEventListener('change', renderKeys);
+  $('#keys-show-deleted').addEventListener('change', () => keysList.restart().catch(showError));
   $('#keys-refresh').addEventListener('click', () => loadKeys().then(() => announce('API keys refreshed.'), showError));
 
   menuButtons($('#keys-body'), keyMenuItems, (action, id, btn) => {
@@ -748,7 +935,7 @@
         opener,
       });
       announce(`API key “${r.api_key.name}” created.`);
-      await loadKeys();
+      await keysList.restart();
     });
   });
 
@@ -846,11 +1033,15 @@
   });
 
   // Disable / enable
+  async function changeEnabled(key, enable) {
+    await api('POST', `/v1/admin/api-keys/${key.id}/${enable ? 'enable' : 'disable'}`, { ifMatch: key.version });
+    announce(`API key “${key.name}” ${enable ? 'enabled' : 'disabled'}.`);
+    await loadKeys();
+  }
+
   async function setEnabled(key, enable) {
     try {
-      await api('POST', `/v1/admin/api-keys/${key.id}/${enable ? 'enable' : 'disable'}`, { ifMatch: key.version });
-      await loadKeys();
-      announce(`API key “${key.name}” ${enable ? 'enabled' : 'disabled'}.`);
+      await changeEnabled(key, enable);
       const again = $(`[data-action="menu"][data-id="${key.id}"]`);
       if (again) again.focus();
     } catch (e) {
@@ -875,8 +1066,8 @@
       opener,
       action: async () => {
         await api('DELETE', `/v1/admin/api-keys/${key.id}`, { ifMatch: key.version });
-        await loadKeys();
         announce(`API key “${key.name}” deleted.`);
+        await loadKeys();
       },
     });
   }
@@ -889,12 +1080,23 @@
 
   // ---------------------------------------------------------------- users and tokens
 
+  const usersList = pagedList({
+    id: 'users',
+    path: '/v1/admin/users',
+    field: 'users',
+    noun: ['user', 'users'],
+    nameSort: 'email',
+    hide: (u) => u.status === 'deactivated' && !$('#users-show-deactivated').checked && u.id !== state.selectedUserId,
+    namesOf: (u) => [u.created_by],
+    render: (users) => {
+      state.users = users;
+      for (const u of users) state.names.set(u.id, u.email);
+      renderUsers();
+    },
+  });
+
   async function loadUsers() {
-    const r = await api('GET', '/v1/admin/users');
-    state.users = r.users;
-    for (const u of state.users) state.names.set(u.id, u.email);
-    await knowNames(state.users.map((u) => u.created_by));
-    renderUsers();
+    await usersList.load();
   }
 
   function userById(id) {
@@ -905,9 +1107,7 @@
     const body = $('#users-body');
     if (!body) return;
     clear(body);
-    const showDeactivated = $('#users-show-deactivated').checked;
-    const users = state.users.filter((u) => showDeactivated || u.status !== 'deactivated' || u.id === state.selectedUserId);
-    for (const u of users) {
+    for (const u of state.users) {
       const actions = h('div', { class: 'row-actions' });
       actions.append(actionButton('Tokens', 'tokens', u, `of ${u.email}`));
       if (u.status === 'active') {
@@ -926,10 +1126,13 @@
         cell('Actions', actions),
       ));
     }
-    $('#users-empty').hidden = users.length > 0;
+    const empty = $('#users-empty');
+    empty.hidden = state.users.length > 0;
+    empty.textContent = usersList.q ? `No user matches “${usersList.q}”.`
+      : usersList.back.length ? 'No more users.' : 'No users yet.';
   }
 
-  $('#users-show-deactivated').addEventListener('change', renderUsers);
+  $('#users-show-deactivated').addEventListener('change', () => usersList.restart().catch(showError));
   $('#users-refresh').addEventListener('click', () => loadUsers().then(() => announce('Users refreshed.'), showError));
 
   $('#register-form').addEventListener('submit', async (ev) => {
@@ -942,8 +1145,8 @@
         body: { email: form.elements.email.value, role: form.elements.role.value },
       });
       form.reset();
-      await loadUsers();
       announce(`User ${r.user.email} registered as ${r.user.role}.`);
+      await usersList.restart();
       const tokens = $(`[data-action="tokens"][data-id="${r.user.id}"]`);
       if (tokens) tokens.focus();
     } catch (e) {
@@ -980,8 +1183,8 @@
     runInDialog(dlg, async () => {
       if (role !== user.role) {
         await api('PATCH', `/v1/admin/users/${user.id}`, { body: { role }, ifMatch: user.version });
-        await loadUsers();
         announce(`${user.email} is now ${role}.`);
+        await loadUsers();
       }
       dlg.close();
     });
@@ -995,9 +1198,9 @@
       opener,
       action: async () => {
         await api('DELETE', `/v1/admin/users/${user.id}`, { ifMatch: user.version });
+        announce(`User ${user.email} deactivated.`);
         await loadUsers();
         if (state.selectedUserId === user.id) await loadTokens();
-        announce(`User ${user.email} deactivated.`);
       },
     });
   }
@@ -1009,6 +1212,8 @@
     panel.hidden = false;
     $('#tokens-title').textContent = `Tokens of ${user.email}`;
     $('#token-form').hidden = user.status !== 'active';
+    state.tokens = [];
+    state.tokensNext = null;
     try {
       await loadTokens();
     } catch (e) {
@@ -1017,13 +1222,23 @@
     $('#tokens-title').focus();
   }
 
-  async function loadTokens() {
+  /** The selected user's tokens: again as many as are on show (at least 100), or `more`. */
+  async function loadTokens({ more = false } = {}) {
     const id = state.selectedUserId;
     if (!id) return;
-    const r = await api('GET', `/v1/admin/users/${id}/tokens`);
-    state.tokens = r.tokens;
+    const q = new URLSearchParams({ limit: String(more ? 100 : Math.min(1000, Math.max(100, state.tokens.length))) });
+    if (more && state.tokensNext) q.set('after', state.tokensNext);
+    const r = await api('GET', `/v1/admin/users/${id}/tokens?${q}`);
+    if (id !== state.selectedUserId) return;
+    state.tokens = more ? state.tokens.concat(r.tokens) : r.tokens;
+    state.tokensNext = r.next_after || null;
     renderTokens();
   }
+
+  $('#tokens-more').addEventListener('click', () => loadTokens({ more: true }).then(() => {
+    announce(`${state.tokens.length} tokens shown.`);
+    if ($('#tokens-more').hidden) $('#tokens-title').focus();
+  }, showError));
 
   function renderTokens() {
     const body = $('#tokens-body');
@@ -1042,6 +1257,7 @@
       ));
     }
     $('#tokens-empty').hidden = state.tokens.length > 0;
+    $('#tokens-more').hidden = !state.tokensNext;
   }
 
   $('#token-form').addEventListener('submit', async (ev) => {
@@ -1085,8 +1301,8 @@
       opener: btn,
       action: async () => {
         await api('DELETE', `/v1/admin/tokens/${token.id}`);
-        await loadTokens();
         announce(`Token “${token.name}” revoked.`);
+        await loadTokens();
       },
     });
   });
@@ -1157,8 +1373,9 @@
   async function loadKeyChoices() {
     let choices;
     if (state.role === 'admin') {
-      await loadKeys();
-      choices = state.keys.map((k) => ({ id: k.id, label: `${k.name} — ${k.role}, ${k.status} (${k.display})` }));
+      const keys = await allItems('/v1/admin/api-keys', 'api_keys');
+      rememberKeyNames(keys);
+      choices = keys.map((k) => ({ id: k.id, label: `${k.name} — ${k.role}, ${k.status} (${k.display})` }));
     } else {
       const keys = await keysFromLog();
       choices = keys.map((k) => ({ id: k.id, label: `${k.name}${k.deleted ? ' (deleted)' : ''} — ${shortId(k.id)}` }));

@@ -144,6 +144,10 @@ async function createKey(name, role = 'basic', secret = ADMIN) {
   return { id: r.body.api_key.id, name, secret: r.body.secret, key: r.body.api_key };
 }
 
+/** The names in the key table, top to bottom. */
+async function keyNames(page) {
+  return page.locator('#keys-body tr').evaluateAll((rows) => rows.map((r) => r.dataset.keyName));
+}
 
 // ------------------------------------------------------------------ the tests
 
@@ -914,6 +918,87 @@ describe('keyledger admin page', () => {
       assert.deepEqual(lookups, [...new Set(lookups)], 'each id looked up once');
       assert.ok(!lookups.includes('keyledger'), 'the system actor is not looked up');
       await shot(p, '16-auditor-names');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('searches, sorts and pages API keys and users on the server', async () => {
+    const tag = uniqueName('bulk');
+    const names = [];
+    for (let i = 1; i <= 12; i += 1) {
+      const n = `${tag}-${String(i).padStart(2, '0')}`;
+      await createKey(n);
+      names.push(n);
+    }
+    const { context, page: p } = await freshPage(browser, problems);
+    const listed = [];
+    p.on('request', (r) => {
+      if (r.url().includes('/v1/admin/api-keys?')) listed.push(new URL(r.url()).searchParams);
+    });
+    try {
+      const view = p.locator('#view-keys');
+      await p.locator('#keys-body tr').first().waitFor();
+      listed.length = 0;
+      // Typing searches on the server, once the typing pauses; case does not matter.
+      await view.getByLabel('Search keys').pressSequentially(tag.toUpperCase(), { delay: 20 });
+      await eventually(async () => assert.deepEqual(await keyNames(p), [...names].reverse()));
+      const searches = listed.filter((q) => q.get('q'));
+      assert.ok(searches.length >= 1 && searches.length < tag.length / 2, `${searches.length} searches for ${tag.length} keystrokes`);
+      assert.equal(searches.at(-1).get('q'), tag.toUpperCase());
+      assert.equal(await p.locator('#keys-table th[data-sort="created"]').getAttribute('aria-sort'), 'descending');
+
+      // A header sorts on the server and says so with aria-sort.
+      const nameHeader = p.locator('#keys-table th[data-sort="name"]');
+      await button(nameHeader, 'Name').click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), names));
+      assert.equal(await nameHeader.getAttribute('aria-sort'), 'ascending');
+      assert.equal(await p.locator('#keys-table th[data-sort="created"]').getAttribute('aria-sort'), null);
+      assert.equal(listed.at(-1).get('sort'), 'name');
+      await button(nameHeader, 'Name').click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), [...names].reverse()));
+      assert.equal(await nameHeader.getAttribute('aria-sort'), 'descending');
+      assert.equal(listed.at(-1).get('sort'), '-name');
+
+      // Pages of ten: Next follows next_after, Previous goes back through the cursors.
+      const desc = [...names].reverse();
+      await view.getByLabel('Per page').selectOption('10');
+      await eventually(async () => assert.deepEqual(await keyNames(p), desc.slice(0, 10)));
+      assert.equal(listed.at(-1).get('limit'), '10');
+      const prev = button(p, 'Previous page of API keys');
+      const next = button(p, 'Next page of API keys');
+      assert.equal(await prev.isDisabled(), true);
+      await next.click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), desc.slice(10)));
+      assert.ok(listed.at(-1).get('after'), 'the second page starts after a cursor');
+      assert.equal(await next.isDisabled(), true);
+      assert.match(await textOf(p.locator('#keys-summary')), /^Page 2: 2 keys matching/);
+      await shot(p, '17-keys-search-sort-page');
+      await prev.click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), desc.slice(0, 10)));
+      assert.equal(await prev.isDisabled(), true);
+
+      // Nothing found says so.
+      await view.getByLabel('Search keys').fill(`${tag}-none`);
+      await p.locator('#keys-empty').waitFor();
+      assert.match(await textOf(p.locator('#keys-empty')), new RegExp(`^No API key matches “${tag}-none”\\.$`));
+      assert.equal(await p.locator('#keys-body tr').count(), 0);
+
+      // Users: the same.
+      for (const who of ['b', 'c', 'a']) {
+        const r = await apiAs(ADMIN, 'POST', '/v1/admin/users', { email: `${tag}-${who}@example.com`, role: 'basic' });
+        assert.equal(r.status, 201, r.text);
+      }
+      await button(p, 'Users & tokens').click();
+      const users = p.locator('#view-users');
+      await users.getByLabel('Search users').fill(tag.toUpperCase());
+      const emails = () => p.locator('#users-body tr').evaluateAll((rows) => rows.map((r) => r.dataset.userEmail));
+      await eventually(async () => assert.deepEqual(await emails(), ['a', 'c', 'b'].map((w) => `${tag}-${w}@example.com`)));
+      await button(p.locator('#users-table th[data-sort="name"]'), 'Email').click();
+      await eventually(async () => assert.deepEqual(await emails(), ['a', 'b', 'c'].map((w) => `${tag}-${w}@example.com`)));
+      assert.equal(await p.locator('#users-table th[data-sort="name"]').getAttribute('aria-sort'), 'ascending');
+      await users.getByLabel('Per page').selectOption('10');
+      assert.equal(await button(p, 'Next page of users').isDisabled(), true);
     } finally {
       await context.close();
     }
