@@ -314,9 +314,29 @@
     }
   }
 
+  /** Whether the dialog may close now; if not, tells why (a dialog sets `kl.mayClose`). */
+  function mayClose(dlg) {
+    const info = dlg.kl || {};
+    if (!info.mayClose || info.mayClose()) return true;
+    if (info.refused) info.refused();
+    return false;
+  }
+
   for (const dlg of $$('dialog')) {
-    dlg.addEventListener('cancel', () => cleanUp(dlg)); // Escape
+    dlg.addEventListener('cancel', (ev) => { // Escape
+      if (!mayClose(dlg)) {
+        ev.preventDefault();
+        return;
+      }
+      cleanUp(dlg);
+    });
     dlg.addEventListener('close', () => {
+      // Browsers let a second Escape in a row close a dialog whatever its cancel handler
+      // says: a dialog that may not close yet opens again at once.
+      if (!mayClose(dlg)) {
+        dlg.showModal();
+        return;
+      }
       cleanUp(dlg);
       restoreFocus(dlg);
     });
@@ -361,6 +381,48 @@
     });
   });
 
+  // The secret dialog closes (Escape, its button) only once the admin has ticked
+  // "I have copied the secret": the secret cannot be shown again.
+  const secretConfirm = $('#secret-confirm');
+  const secretDone = $('#secret-done');
+
+  function secretCopied() {
+    return secretConfirm.checked;
+  }
+
+  function refuseSecretClose() {
+    const hint = $('#secret-close-hint');
+    hint.textContent = '';
+    window.setTimeout(() => {
+      hint.textContent = 'Copy the secret and tick “I have copied the secret” first: '
+        + 'once this dialog closes, nobody can show the secret again.';
+    }, 30);
+    secretConfirm.focus();
+  }
+
+  secretConfirm.addEventListener('change', () => {
+    secretDone.setAttribute('aria-disabled', String(!secretCopied()));
+    if (secretCopied()) $('#secret-close-hint').textContent = '';
+  });
+
+  secretDone.addEventListener('click', () => {
+    if (!secretCopied()) {
+      refuseSecretClose();
+      return;
+    }
+    const dlg = $('#dlg-secret');
+    cleanUp(dlg); // wipe the secret now: the close event comes a task later
+    dlg.close();
+  });
+
+  // A reload or closing the tab would lose an uncopied secret too: the browser asks first.
+  window.addEventListener('beforeunload', (ev) => {
+    if ($('#dlg-secret').open && !secretCopied()) {
+      ev.preventDefault();
+      ev.returnValue = '';
+    }
+  });
+
   /** Shows a secret once. Closing the dialog wipes it from the page. */
   function showSecret({ title, subject, secret, opener, fallback }) {
     const dlg = $('#dlg-secret');
@@ -369,11 +431,18 @@
     const input = $('#secret-value');
     input.value = secret;
     $('#secret-copy-status').textContent = '';
+    $('#secret-close-hint').textContent = '';
+    secretConfirm.checked = false;
+    secretDone.setAttribute('aria-disabled', 'true');
     openDialog(dlg, opener, fallback);
+    dlg.kl.mayClose = secretCopied;
+    dlg.kl.refused = refuseSecretClose;
     dlg.kl.onClose = () => {
       input.value = '';
       $('#secret-subject').textContent = '';
       $('#secret-copy-status').textContent = '';
+      $('#secret-close-hint').textContent = '';
+      dlg.kl.mayClose = null;
     };
     input.focus();
     input.select();

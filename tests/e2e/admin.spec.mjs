@@ -120,6 +120,13 @@ async function keyAction(page, name, action) {
   await menu.waitFor({ state: 'detached' });
 }
 
+/** Confirms the secret was copied and closes the once-only secret dialog. */
+async function closeSecret(dlg) {
+  await dlg.getByLabel('I have copied the secret and stored it safely').check();
+  await button(dlg, 'Close').click();
+  await dlg.waitFor({ state: 'hidden' });
+}
+
 /** A fresh browser context signed in with `secret` (the bootstrap admin by default). */
 async function freshPage(browser, problems, secret = ADMIN, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
@@ -241,8 +248,7 @@ describe('keyledger admin page', () => {
       assert.match(secret, /^klk_[0-9A-Za-z]{49}$/);
       assert.ok(await button(secretDlg, 'Copy').isVisible());
       if (type === 'basic') await shot(page, '03-create-dialog-secret');
-      await button(secretDlg, 'I have stored it — close').click();
-      await secretDlg.waitFor({ state: 'hidden' });
+      await closeSecret(secretDlg);
       // Gone from the page once dismissed.
       assert.equal(await page.locator('#secret-value').inputValue(), '');
       assert.equal((await page.content()).includes(secret), false);
@@ -332,8 +338,7 @@ describe('keyledger admin page', () => {
     const fresh = await secretDlg.getByLabel('Secret', { exact: true }).inputValue();
     assert.match(fresh, /^klk_/);
     assert.notEqual(fresh, k.secret);
-    await button(secretDlg, 'I have stored it — close').click();
-    await secretDlg.waitFor({ state: 'hidden' });
+    await closeSecret(secretDlg);
     assert.equal((await verify(k.secret)).code, 'REVOKED');
     assert.equal((await verify(fresh)).code, 'VALID');
     const old = k.secret;
@@ -348,7 +353,9 @@ describe('keyledger admin page', () => {
     await button(dlg, 'Regenerate').click();
     await secretDlg.waitFor();
     const limFresh = await secretDlg.getByLabel('Secret', { exact: true }).inputValue();
-    await page.keyboard.press('Escape'); // Escape dismisses the secret too.
+    // Once the copy is confirmed, Escape closes the dialog too.
+    await secretDlg.getByLabel('I have copied the secret and stored it safely').check();
+    await page.keyboard.press('Escape');
     await secretDlg.waitFor({ state: 'hidden' });
     assert.equal(await page.locator('#secret-value').inputValue(), '');
     assert.equal((await verify(lim.secret)).code, 'VALID');
@@ -565,8 +572,7 @@ describe('keyledger admin page', () => {
       const secret = await secretDlg.getByLabel('Secret', { exact: true }).inputValue();
       assert.match(secret, /^klp_/);
       if (name === 'laptop') auditorSecret = secret;
-      await button(secretDlg, 'I have stored it — close').click();
-      await secretDlg.waitFor({ state: 'hidden' });
+      await closeSecret(secretDlg);
       await panel.locator(`tr[data-token-name="${name}"]`).waitFor();
     }
     const me = await apiAs(auditorSecret, 'GET', '/v1/me');
@@ -798,6 +804,69 @@ describe('keyledger admin page', () => {
       assert.deepEqual(await menu.getByRole('menuitem').allTextContents(),
         ['Rename', 'Change type', 'Regenerate', 'Enable', 'History', 'Delete']);
       await p.keyboard.press('Escape');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('keeps the once-shown secret open until the admin confirms it is copied', async () => {
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      const name = uniqueName('secret');
+      await button(p, 'Create New API Key').click();
+      const create = p.getByRole('dialog', { name: 'Create New API Key' });
+      await create.getByLabel('Name', { exact: true }).fill(name);
+      await button(create, 'Create key').click();
+      const dlg = p.getByRole('dialog', { name: 'Your new API key' });
+      await dlg.waitFor();
+      const secret = await dlg.getByLabel('Secret', { exact: true }).inputValue();
+      assert.match(secret, /^klk_/);
+      const close = button(dlg, 'Close');
+      assert.equal(await close.getAttribute('aria-disabled'), 'true');
+      const hint = dlg.locator('#secret-close-hint');
+
+      // Escape does not close it: it says what to do and moves focus to the confirmation.
+      await p.keyboard.press('Escape');
+      await eventually(async () => assert.match(await textOf(hint), /tick “I have copied the secret” first/));
+      assert.ok(await dlg.isVisible());
+      assert.equal(await p.evaluate(() => document.activeElement.id), 'secret-confirm');
+      await shot(p, '14-secret-needs-confirmation');
+      // Nor does Escape again (browsers force a close on a repeated Escape: it opens again).
+      await p.keyboard.press('Escape');
+      await p.keyboard.press('Escape');
+      await p.waitForTimeout(200);
+      assert.ok(await dlg.isVisible());
+      assert.equal(await dlg.getByLabel('Secret', { exact: true }).inputValue(), secret);
+      // Nor a click on the backdrop, nor the close button.
+      await p.mouse.click(5, 5);
+      await p.waitForTimeout(100);
+      assert.ok(await dlg.isVisible());
+      // (aria-disabled keeps the button focusable; playwright only clicks it when forced.)
+      await close.click({ force: true });
+      await eventually(async () => assert.match(await textOf(hint), /tick “I have copied the secret” first/));
+      assert.ok(await dlg.isVisible());
+      assert.equal(await dlg.getByLabel('Secret', { exact: true }).inputValue(), secret);
+
+      // Confirmed: the button closes it, and the secret leaves the page.
+      await dlg.getByLabel('I have copied the secret and stored it safely').check();
+      assert.equal(await close.getAttribute('aria-disabled'), 'false');
+      await close.click();
+      await dlg.waitFor({ state: 'hidden' });
+      assert.equal(await p.locator('#secret-value').inputValue(), '');
+      assert.equal((await p.content()).includes(secret), false);
+      assert.equal(await p.evaluate(() => document.activeElement.id), 'open-create-key');
+
+      // The next secret asks again.
+      await keyAction(p, name, 'Regenerate');
+      const regen = p.getByRole('dialog', { name: `Regenerate “${name}”` });
+      await button(regen, 'Regenerate').click();
+      const again = p.getByRole('dialog', { name: 'New secret' });
+      await again.waitFor();
+      assert.equal(await again.getByLabel('I have copied the secret and stored it safely').isChecked(), false);
+      await p.keyboard.press('Escape');
+      await p.waitForTimeout(100);
+      assert.ok(await again.isVisible());
+      await closeSecret(again);
     } finally {
       await context.close();
     }
