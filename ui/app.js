@@ -924,6 +924,17 @@
     return state.keys.find((k) => k.id === id);
   }
 
+  /** "old secret valid until …" while the secret replaced by the last regenerate still works. */
+  function graceBadge(k) {
+    if (k.status !== 'active' || !k.previous_valid_until) return null;
+    const until = new Date(k.previous_valid_until);
+    if (!(until.getTime() > Date.now())) return null;
+    return h('span', {
+      class: 'badge badge-warn grace',
+      title: `The secret this key had before its last regenerate keeps working until ${k.previous_valid_until}.`,
+    }, 'old secret valid until ', h('time', { datetime: k.previous_valid_until }, fmtDate(k.previous_valid_until)));
+  }
+
   function keyMenuItems(id) {
     const k = keyById(id);
     if (!k) return [];
@@ -945,7 +956,7 @@
       body.append(h('tr', { 'data-key-id': k.id, 'data-key-name': k.name },
         h('th', { scope: 'row', 'data-label': 'Name', class: 'name-cell' }, k.name),
         cell('Type', badge(k.role, `role-${k.role}`)),
-        cell('Key', h('span', { class: 'mono' }, k.display)),
+        cell('Key', h('div', { class: 'key-cell' }, h('span', { class: 'mono' }, k.display), graceBadge(k))),
         cell('Status', statusBadge(k.status)),
         cell('Created', timeEl(k.created_at)),
         cell('Created by', h('span', { title: k.created_by }, principalName(k.created_by))),
@@ -1087,8 +1098,9 @@
       });
       const opener = dlg.kl.opener;
       dlg.close();
-      const old = grace > 0
-        ? `The old secret keeps working until ${fmtDate(new Date(Date.now() + grace * 1000).toISOString(), true)}.`
+      const until = r.api_key.previous_valid_until;
+      const old = grace > 0 && until
+        ? `The old secret keeps working until ${fmtDate(until, true)}.`
         : 'The old secret no longer works.';
       showSecret({
         title: 'New secret',

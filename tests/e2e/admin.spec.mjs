@@ -872,6 +872,38 @@ describe('keyledger admin page', () => {
     }
   });
 
+  it('marks a key whose previous secret still works after a regenerate', async () => {
+    const graced = await createKey(uniqueName('graced'));
+    const cut = await createKey(uniqueName('cut-over'));
+    const g = await apiAs(ADMIN, 'POST', `/v1/admin/api-keys/${graced.id}/regenerate`, { grace_seconds: 7200 });
+    assert.equal(g.status, 200, g.text);
+    const c = await apiAs(ADMIN, 'POST', `/v1/admin/api-keys/${cut.id}/regenerate`, { grace_seconds: 0 });
+    assert.equal(c.status, 200, c.text);
+    const until = g.body.api_key.previous_valid_until;
+    assert.ok(new Date(until) > new Date());
+    assert.ok(c.body.api_key.previous_valid_until);
+
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      const gracedRow = p.locator(`#keys-body tr[data-key-name="${graced.name}"]`);
+      await gracedRow.waitFor();
+      const badge = gracedRow.locator('.badge', { hasText: 'old secret valid until' });
+      await badge.waitFor();
+      assert.match((await textOf(badge)).trim(), /^old secret valid until \d{4}-\d\d-\d\d \d\d:\d\d$/);
+      assert.equal(await badge.locator('time').getAttribute('datetime'), until);
+      // Both secrets work meanwhile.
+      assert.equal((await verify(graced.secret)).code, 'VALID');
+      assert.equal((await verify(g.body.secret)).code, 'VALID');
+      // A regenerate with no grace leaves nothing to mark.
+      const cutRow = p.locator(`#keys-body tr[data-key-name="${cut.name}"]`);
+      assert.equal(await cutRow.locator('.badge', { hasText: 'old secret valid until' }).count(), 0);
+      await gracedRow.scrollIntoViewIfNeeded();
+      await shot(p, '15-grace-badge');
+    } finally {
+      await context.close();
+    }
+  });
+
   it('lists the audit log newest first and pages to older entries', async () => {
     // Enough key creations for two pages of three, whatever ran before.
     for (let i = 0; i < 6; i += 1) await createKey(uniqueName('log'));
