@@ -264,6 +264,10 @@
   }
 
   function messageOf(err) {
+    if (err instanceof ApiError && err.code === 'last_admin') {
+      return `Refused: this is the last active admin credential, and nobody could administer keyledger without one. `
+        + `The server says: ${err.message}`;
+    }
     if (err instanceof ApiError) return err.message;
     return (err && err.message) || String(err);
   }
@@ -363,10 +367,12 @@
   }
 
   /** A confirmation naming what is about to happen; `action` runs on confirm. */
-  function confirmAction({ title, text, ok, action, opener }) {
+  function confirmAction({ title, text, warning, ok, action, opener }) {
     const dlg = $('#dlg-confirm');
     $('#dlg-confirm-title').textContent = title;
     $('#confirm-text').textContent = text;
+    $('#confirm-warning').textContent = warning || '';
+    $('#confirm-warning').hidden = !warning;
     $('#confirm-ok').textContent = ok;
     dlg.kl_action = action;
     openDialog(dlg, opener);
@@ -481,6 +487,20 @@
     state.me = me;
     state.role = me.principal.role;
     applyIdentity();
+  }
+
+  const NOTICE_KEY = 'keyledger.notice';
+
+  /**
+   * After a change took this page's own access away (its key disabled, deleted or demoted):
+   * starts the page afresh, saying why; signed out unless `keepSession` (a demoted
+   * credential still signs in, to be told it has nothing to administer).
+   */
+  function lostAccess(text, { keepSession = false } = {}) {
+    if (!keepSession) sessionStorage.removeItem(STORAGE_KEY);
+    sessionStorage.setItem(NOTICE_KEY, text);
+    window.history.replaceState(null, '', window.location.pathname);
+    window.location.reload();
   }
 
   function signOut() {
@@ -924,6 +944,11 @@
     return state.keys.find((k) => k.id === id);
   }
 
+  /** Whether this is the API key the page is signed in with. */
+  function isMyKey(key) {
+    return Boolean(state.me) && state.me.credential.kind === 'api_key' && state.me.credential.id === key.id;
+  }
+
   /** "old secret valid until …" while the secret replaced by the last regenerate still works. */
   function graceBadge(k) {
     if (k.status !== 'active' || !k.previous_valid_until) return null;
@@ -979,7 +1004,7 @@
     if (!key) return;
     const handler = {
       rename: openRename, type: openType, regenerate: openRegenerate,
-      disable: (k) => setEnabled(k, false), enable: (k) => setEnabled(k, true),
+      disable: openDisable, enable: (k) => setEnabled(k, true),
       delete: openDelete, history: openHistory,
     }[action];
     if (handler) handler(key, btn);
@@ -1043,15 +1068,33 @@
   });
 
   // Change type
+  const SELF_KEY = 'You are signed in with this key.';
+
+  function showTypeWarning() {
+    const dlg = $('#dlg-type');
+    const key = dlg.kl_key;
+    const checked = $('input[name="role"]:checked', dlg);
+    const demotes = key && isMyKey(key) && key.role === 'admin' && checked && checked.value !== 'admin';
+    const warning = $('#type-self-warning');
+    warning.hidden = !demotes;
+    warning.textContent = demotes
+      ? `${SELF_KEY} As a ${checked.value} key it can no longer administer keyledger: this page loses its admin `
+        + 'access at once, and if no other admin credential is active the server refuses the change.'
+      : '';
+  }
+
   function openType(key, opener) {
     const dlg = $('#dlg-type');
     dlg.kl_key = key;
     $('#dlg-type-title').textContent = `Change the type of “${key.name}”`;
     for (const r of $$('input[name="role"]', dlg)) r.checked = r.value === key.role;
+    showTypeWarning();
     openDialog(dlg, opener);
     const checked = $('input[name="role"]:checked', dlg);
     if (checked) checked.focus();
   }
+
+  $('#type-form').addEventListener('change', showTypeWarning);
 
   $('#type-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -1064,6 +1107,10 @@
         return;
       }
       await api('PATCH', `/v1/admin/api-keys/${key.id}`, { body: { role }, ifMatch: key.version });
+      if (isMyKey(key) && role !== 'admin') {
+        lostAccess(`API key “${key.name}”, which this page is signed in with, is now of type ${role}.`, { keepSession: true });
+        return;
+      }
       await loadKeys();
       dlg.close();
       announce(`API key “${key.name}” is now of type ${role}.`);
@@ -1076,7 +1123,12 @@
     dlg.kl_key = key;
     $('#dlg-regenerate-title').textContent = `Regenerate “${key.name}”`;
     $('#regenerate-text').textContent = `A new secret replaces ${key.display}. Programs using the old `
-      + `secret stop working when the grace period ends.${selfWarning(key)}`;
+      + 'secret stop working when the grace period ends.';
+    const warning = $('#regenerate-self-warning');
+    warning.hidden = !isMyKey(key);
+    warning.textContent = isMyKey(key)
+      ? `${SELF_KEY} This page switches to the new secret; sign in with the new secret elsewhere too.`
+      : '';
     $('#regenerate-form').reset();
     openDialog(dlg, opener);
     $('#regenerate-grace').focus();
@@ -1096,6 +1148,12 @@
       const r = await api('POST', `/v1/admin/api-keys/${key.id}/regenerate`, {
         body: { grace_seconds: grace }, ifMatch: key.version,
       });
+      if (isMyKey(key)) {
+        state.secret = r.secret;
+        sessionStorage.setItem(STORAGE_KEY, r.secret);
+        state.me.credential.display = r.api_key.display;
+        $('#whoami-cred').textContent = `via API key ${r.api_key.display}`;
+      }
       const opener = dlg.kl.opener;
       dlg.close();
       const until = r.api_key.previous_valid_until;
@@ -1130,11 +1188,24 @@
     }
   }
 
-  /** A warning when an action would cut off the credential this page is signed in with. */
-  function selfWarning(key) {
-    return state.me && state.me.credential.id === key.id
-      ? ' You are signed in with this key: this page will lose access too.'
-      : '';
+  /** Disabling another key is one step; the key this page is signed in with asks first. */
+  function openDisable(key, opener) {
+    if (!isMyKey(key)) {
+      setEnabled(key, false);
+      return;
+    }
+    confirmAction({
+      title: `Disable “${key.name}”?`,
+      text: `Disable the API key “${key.name}” (${key.display})? Programs using it are refused until it is enabled again.`,
+      warning: `${SELF_KEY} This page loses its access at once: you will need another admin credential to `
+        + 'enable it again. If it is the last active admin credential, the server refuses.',
+      ok: 'Disable key',
+      opener,
+      action: async () => {
+        await api('POST', `/v1/admin/api-keys/${key.id}/disable`, { ifMatch: key.version });
+        lostAccess(`API key “${key.name}” is disabled. This page was signed in with it: sign in with another admin credential.`);
+      },
+    });
   }
 
   // Delete
@@ -1142,11 +1213,18 @@
     confirmAction({
       title: `Delete “${key.name}”?`,
       text: `Delete the API key “${key.name}” (${key.display})? Programs using it are refused at once. `
-        + `This cannot be undone; its history stays in the audit log.${selfWarning(key)}`,
+        + 'This cannot be undone; its history stays in the audit log.',
+      warning: isMyKey(key)
+        ? `${SELF_KEY} This page loses its access at once. If it is the last active admin credential, the server refuses.`
+        : '',
       ok: 'Delete key',
       opener,
       action: async () => {
         await api('DELETE', `/v1/admin/api-keys/${key.id}`, { ifMatch: key.version });
+        if (isMyKey(key)) {
+          lostAccess(`API key “${key.name}” is deleted. This page was signed in with it: sign in with another admin credential.`);
+          return;
+        }
         announce(`API key “${key.name}” deleted.`);
         await loadKeys();
       },
@@ -1183,6 +1261,13 @@
   function userById(id) {
     return state.users.find((u) => u.id === id);
   }
+
+  /** Whether this is the user the page is signed in as (with a personal access token). */
+  function isMyUser(user) {
+    return Boolean(state.me) && state.me.principal.kind === 'user' && state.me.principal.id === user.id;
+  }
+
+  const SELF_USER = 'You are signed in as this user.';
 
   function renderUsers() {
     const body = $('#users-body');
@@ -1247,14 +1332,29 @@
     if (btn.dataset.action === 'deactivate') openDeactivate(user, btn);
   });
 
+  function showUserRoleWarning() {
+    const user = $('#dlg-user-role').kl_user;
+    const role = $('#user-role-select').value;
+    const demotes = user && isMyUser(user) && user.role === 'admin' && role !== 'admin';
+    const warning = $('#user-role-self-warning');
+    warning.hidden = !demotes;
+    warning.textContent = demotes
+      ? `${SELF_USER} As ${role} you can no longer administer keyledger: this page loses its admin access at once, `
+        + 'and if no other admin credential is active the server refuses the change.'
+      : '';
+  }
+
   function openUserRole(user, opener) {
     const dlg = $('#dlg-user-role');
     dlg.kl_user = user;
     $('#dlg-user-role-title').textContent = `Change the role of ${user.email}`;
     $('#user-role-select').value = user.role;
+    showUserRoleWarning();
     openDialog(dlg, opener);
     $('#user-role-select').focus();
   }
+
+  $('#user-role-select').addEventListener('change', showUserRoleWarning);
 
   $('#user-role-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -1264,6 +1364,10 @@
     runInDialog(dlg, async () => {
       if (role !== user.role) {
         await api('PATCH', `/v1/admin/users/${user.id}`, { body: { role }, ifMatch: user.version });
+        if (isMyUser(user) && role !== 'admin') {
+          lostAccess(`You (${user.email}) are now ${role}.`, { keepSession: true });
+          return;
+        }
         announce(`${user.email} is now ${role}.`);
         await loadUsers();
       }
@@ -1275,10 +1379,17 @@
     confirmAction({
       title: `Deactivate ${user.email}?`,
       text: `Deactivate the user ${user.email}? Their personal access tokens are revoked at once. This cannot be undone.`,
+      warning: isMyUser(user)
+        ? `${SELF_USER} This page loses its access at once. If you hold the last active admin credential, the server refuses.`
+        : '',
       ok: 'Deactivate user',
       opener,
       action: async () => {
         await api('DELETE', `/v1/admin/users/${user.id}`, { ifMatch: user.version });
+        if (isMyUser(user)) {
+          lostAccess(`User ${user.email} is deactivated. This page was signed in as that user: sign in with another admin credential.`);
+          return;
+        }
         announce(`User ${user.email} deactivated.`);
         await loadUsers();
         if (state.selectedUserId === user.id) await loadTokens();
@@ -1320,6 +1431,10 @@
     announce(`${state.tokens.length} tokens shown.`);
     if ($('#tokens-more').hidden) $('#tokens-title').focus();
   }, showError));
+
+  function isMyToken(token) {
+    return Boolean(state.me) && state.me.credential.kind === 'pat' && state.me.credential.id === token.id;
+  }
 
   function renderTokens() {
     const body = $('#tokens-body');
@@ -1378,10 +1493,18 @@
     confirmAction({
       title: `Revoke “${token.name}”?`,
       text: `Revoke the token “${token.name}” (${token.display}) of ${user.email}? It is refused at once. This cannot be undone.`,
+      warning: isMyToken(token)
+        ? 'You are signed in with this token. This page loses its access at once. If it is the last active admin '
+          + 'credential, the server refuses.'
+        : '',
       ok: 'Revoke token',
       opener: btn,
       action: async () => {
         await api('DELETE', `/v1/admin/tokens/${token.id}`);
+        if (isMyToken(token)) {
+          lostAccess(`Token “${token.name}” is revoked. This page was signed in with it: sign in with another admin credential.`);
+          return;
+        }
         announce(`Token “${token.name}” revoked.`);
         await loadTokens();
       },
@@ -1783,13 +1906,17 @@
   // ---------------------------------------------------------------- start
 
   async function start() {
+    const notice = sessionStorage.getItem(NOTICE_KEY);
+    sessionStorage.removeItem(NOTICE_KEY);
     const saved = sessionStorage.getItem(STORAGE_KEY);
     if (!saved) {
       showSignIn();
+      if (notice) announce(notice);
       return;
     }
     try {
       await signIn(saved);
+      if (notice) announce(notice);
     } catch (e) {
       showSignIn();
       showError(new Error(`Your saved session was refused: ${messageOf(e)}`));

@@ -111,6 +111,7 @@ async function signIn(page, secret) {
 }
 
 const button = (scope, name) => scope.getByRole('button', { name, exact: true });
+
 /** Runs `action` (a menu item's name) from the Actions menu of the key row named `name`. */
 async function keyAction(page, name, action) {
   const row = page.locator(`#keys-body tr[data-key-name="${name}"]`);
@@ -729,6 +730,107 @@ describe('keyledger admin page', () => {
   // ---------------------------------------------------------------- the review's findings
   // Each of these starts its own browser context and makes its own data, so that it can run
   // alone (KEYLEDGER_E2E_ONLY) and in any order.
+
+  it('warns before an admin disables, deletes or demotes the key it is signed in with, and shows last_admin', async () => {
+    // A fresh admin key to sign in with: the page's own credential.
+    const self = await createKey(uniqueName('self-admin'), 'admin');
+    const { context, page: p } = await freshPage(browser, problems, self.secret);
+    const disabled = [];
+    try {
+      await p.locator(`#keys-body tr[data-key-name="${self.name}"]`).waitFor();
+      const status = async () => (await apiAs(self.secret, 'GET', `/v1/admin/api-keys/${self.id}`)).body.api_key.status;
+
+      // Disable asks first and says why; cancelling changes nothing.
+      await keyAction(p, self.name, 'Disable');
+      let dlg = p.getByRole('dialog', { name: `Disable “${self.name}”?` });
+      await dlg.waitFor();
+      assert.match(await textOf(dlg.locator('#confirm-warning')), /You are signed in with this key\. This page loses its access at once/);
+      await shot(p, '11-self-disable-warning');
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+      assert.equal(await status(), 'active');
+
+      // Delete says so too.
+      await keyAction(p, self.name, 'Delete');
+      dlg = p.getByRole('dialog', { name: `Delete “${self.name}”?` });
+      await dlg.waitFor();
+      assert.match(await textOf(dlg.locator('#confirm-warning')), /You are signed in with this key/);
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+
+      // Demoting: the warning appears as soon as a non-admin type is chosen.
+      await keyAction(p, self.name, 'Change type');
+      dlg = p.getByRole('dialog', { name: `Change the type of “${self.name}”` });
+      await dlg.waitFor();
+      const typeWarning = dlg.locator('#type-self-warning');
+      assert.equal(await typeWarning.isVisible(), false);
+      await dlg.getByRole('radio', { name: 'Basic Recommended' }).check();
+      await typeWarning.waitFor();
+      assert.match(await textOf(typeWarning), /You are signed in with this key\. As a basic key it can no longer administer/);
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+
+      // Another key's disable stays one step: no question asked.
+      const other = await createKey(uniqueName('not-self'));
+      await button(p, 'Refresh').click();
+      await keyAction(p, other.name, 'Disable');
+      await eventually(async () => assert.equal(
+        (await textOf(p.locator(`#keys-body tr[data-key-name="${other.name}"] td[data-label="Status"]`))).trim(), 'disabled',
+      ));
+      assert.equal(await p.getByRole('dialog').count(), 0);
+
+      // Make the page's key the last active admin credential: the server refuses (409
+      // last_admin) and the page shows its message, in the dialog that asked.
+      const all = (await apiAs(ADMIN, 'GET', '/v1/admin/api-keys?status=active&limit=1000')).body.api_keys;
+      const users = (await apiAs(ADMIN, 'GET', '/v1/admin/users?status=active&limit=1000')).body.users;
+      assert.deepEqual(users.filter((u) => u.role === 'admin').map((u) => u.email), [], 'no admin users in this suite');
+      for (const k of all.filter((x) => x.role === 'admin' && x.id !== self.id)) {
+        const r = await apiAs(self.secret, 'POST', `/v1/admin/api-keys/${k.id}/disable`);
+        assert.equal(r.status, 200, r.text);
+        disabled.push(k.id);
+      }
+      const refused = await apiAs(self.secret, 'POST', `/v1/admin/api-keys/${self.id}/disable`);
+      assert.equal(refused.status, 409);
+      assert.equal(refused.body.error.code, 'last_admin');
+
+      await keyAction(p, self.name, 'Disable');
+      dlg = p.getByRole('dialog', { name: `Disable “${self.name}”?` });
+      await button(dlg, 'Disable key').click();
+      const err = dlg.locator('.dialog-error');
+      await eventually(async () => assert.match(await textOf(err), /^Refused: this is the last active admin credential/));
+      assert.ok((await textOf(err)).includes(refused.body.error.message), await textOf(err));
+      await shot(p, '12-last-admin-refused');
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+
+      await keyAction(p, self.name, 'Change type');
+      dlg = p.getByRole('dialog', { name: `Change the type of “${self.name}”` });
+      await dlg.getByRole('radio', { name: 'Limited' }).check();
+      await button(dlg, 'Save type').click();
+      await eventually(async () => assert.ok((await textOf(dlg.locator('.dialog-error'))).includes(refused.body.error.message)));
+      await button(dlg, 'Cancel').click();
+      assert.equal(await status(), 'active');
+      assert.ok(await p.locator('#whoami').isVisible());
+    } finally {
+      for (const id of disabled) await apiAs(self.secret, 'POST', `/v1/admin/api-keys/${id}/enable`);
+      await context.close();
+    }
+    // With the other admins back, the page's own key may go: the page starts again, signed out, saying why.
+    const again = await freshPage(browser, problems, self.secret);
+    try {
+      const p = again.page;
+      await p.locator(`#keys-body tr[data-key-name="${self.name}"]`).waitFor();
+      await keyAction(p, self.name, 'Delete');
+      const dlg = p.getByRole('dialog', { name: `Delete “${self.name}”?` });
+      await button(dlg, 'Delete key').click();
+      await p.getByLabel('API key or personal access token').waitFor();
+      await eventually(async () => assert.match(await textOf(p.locator('#page-status')), /is deleted\. This page was signed in with it/));
+      assert.equal(await p.evaluate(() => sessionStorage.getItem('keyledger.credential')), null);
+      assert.equal((await verify(self.secret)).valid, false);
+    } finally {
+      await again.context.close();
+    }
+  });
 
   it('puts a key row\'s actions in one menu, operable with the keyboard', async () => {
     const k = await createKey(uniqueName('menu'));
