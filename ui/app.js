@@ -38,14 +38,17 @@
     me: null,
     role: null,
     tab: null,
-    keys: [],
-    users: [],
+    keys: [], // the page of keys on show
+    users: [], // the page of users on show
     tokens: [],
+    tokensNext: null,
     selectedUserId: null,
     names: new Map(), // principal id -> human name
     keyChoices: [], // [{id, label}]
     historyKeyId: null,
-    log: { params: null, after: null, back: [], next: null },
+    // Newest first: `before` is where the page on show ends (exclusive), null for the newest;
+    // `back` holds the `before` of each newer page, `next` the `before` of the older one.
+    log: { params: null, before: null, back: [], next: null, ticket: 0 },
   };
 
   // ---------------------------------------------------------------- DOM helpers
@@ -126,6 +129,44 @@
     if (!id) return '';
     if (id === 'keyledger') return 'keyledger (system)';
     return state.names.get(id) || shortId(id);
+  }
+
+  // Names of principals (API keys and users) by id, asked of GET /v1/audit/principals/{id}
+  // (admins and auditors may) at most once per id and page load. Names the page learns from
+  // its own lists take precedence; an id the server does not know (404) stays an id prefix.
+  const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const lookups = new Map(); // id -> Promise of the lookup
+
+  function lookUpPrincipal(id) {
+    let pending = lookups.get(id);
+    if (!pending) {
+      pending = api('GET', `/v1/audit/principals/${id}`).then((r) => {
+        if (!state.names.has(id)) state.names.set(id, r.principal.name);
+      }, (e) => {
+        // A 404 is an answer (keep it); anything else may be passing: ask again next time.
+        if (e.status !== 404) lookups.delete(id);
+      });
+      lookups.set(id, pending);
+    }
+    return pending;
+  }
+
+  /** Learns the names of these principal ids that the page does not know yet. */
+  async function knowNames(ids) {
+    const wanted = new Set();
+    for (const id of ids) if (id && UUID_RE.test(id) && !state.names.has(id)) wanted.add(id);
+    await Promise.all(Array.from(wanted, lookUpPrincipal));
+  }
+
+  /** The principal ids an audit event names: its actor, its stream's subject, its data. */
+  function idsOfEvent(ev) {
+    const out = [];
+    if (ev.actor && ev.actor.kind !== 'system') out.push(ev.actor.id);
+    const [kind, id] = String(ev.stream || '').split('/');
+    if (id && kind !== 'pat') out.push(id);
+    const d = ev.data || {};
+    for (const k of ['key_id', 'user_id', 'credential_id']) if (typeof d[k] === 'string') out.push(d[k]);
+    return out;
   }
 
   function actorEl(actor) {
@@ -223,6 +264,10 @@
   }
 
   function messageOf(err) {
+    if (err instanceof ApiError && err.code === 'last_admin') {
+      return `Refused: this is the last active admin credential, and nobody could administer keyledger without one. `
+        + `The server says: ${err.message}`;
+    }
     if (err instanceof ApiError) return err.message;
     return (err && err.message) || String(err);
   }
@@ -273,9 +318,29 @@
     }
   }
 
+  /** Whether the dialog may close now; if not, tells why (a dialog sets `kl.mayClose`). */
+  function mayClose(dlg) {
+    const info = dlg.kl || {};
+    if (!info.mayClose || info.mayClose()) return true;
+    if (info.refused) info.refused();
+    return false;
+  }
+
   for (const dlg of $$('dialog')) {
-    dlg.addEventListener('cancel', () => cleanUp(dlg)); // Escape
+    dlg.addEventListener('cancel', (ev) => { // Escape
+      if (!mayClose(dlg)) {
+        ev.preventDefault();
+        return;
+      }
+      cleanUp(dlg);
+    });
     dlg.addEventListener('close', () => {
+      // Browsers let a second Escape in a row close a dialog whatever its cancel handler
+      // says: a dialog that may not close yet opens again at once.
+      if (!mayClose(dlg)) {
+        dlg.showModal();
+        return;
+      }
       cleanUp(dlg);
       restoreFocus(dlg);
     });
@@ -302,10 +367,12 @@
   }
 
   /** A confirmation naming what is about to happen; `action` runs on confirm. */
-  function confirmAction({ title, text, ok, action, opener }) {
+  function confirmAction({ title, text, warning, ok, action, opener }) {
     const dlg = $('#dlg-confirm');
     $('#dlg-confirm-title').textContent = title;
     $('#confirm-text').textContent = text;
+    $('#confirm-warning').textContent = warning || '';
+    $('#confirm-warning').hidden = !warning;
     $('#confirm-ok').textContent = ok;
     dlg.kl_action = action;
     openDialog(dlg, opener);
@@ -320,6 +387,48 @@
     });
   });
 
+  // The secret dialog closes (Escape, its button) only once the admin has ticked
+  // "I have copied the secret": the secret cannot be shown again.
+  const secretConfirm = $('#secret-confirm');
+  const secretDone = $('#secret-done');
+
+  function secretCopied() {
+    return secretConfirm.checked;
+  }
+
+  function refuseSecretClose() {
+    const hint = $('#secret-close-hint');
+    hint.textContent = '';
+    window.setTimeout(() => {
+      hint.textContent = 'Copy the secret and tick “I have copied the secret” first: '
+        + 'once this dialog closes, nobody can show the secret again.';
+    }, 30);
+    secretConfirm.focus();
+  }
+
+  secretConfirm.addEventListener('change', () => {
+    secretDone.setAttribute('aria-disabled', String(!secretCopied()));
+    if (secretCopied()) $('#secret-close-hint').textContent = '';
+  });
+
+  secretDone.addEventListener('click', () => {
+    if (!secretCopied()) {
+      refuseSecretClose();
+      return;
+    }
+    const dlg = $('#dlg-secret');
+    cleanUp(dlg); // wipe the secret now: the close event comes a task later
+    dlg.close();
+  });
+
+  // A reload or closing the tab would lose an uncopied secret too: the browser asks first.
+  window.addEventListener('beforeunload', (ev) => {
+    if ($('#dlg-secret').open && !secretCopied()) {
+      ev.preventDefault();
+      ev.returnValue = '';
+    }
+  });
+
   /** Shows a secret once. Closing the dialog wipes it from the page. */
   function showSecret({ title, subject, secret, opener, fallback }) {
     const dlg = $('#dlg-secret');
@@ -328,11 +437,18 @@
     const input = $('#secret-value');
     input.value = secret;
     $('#secret-copy-status').textContent = '';
+    $('#secret-close-hint').textContent = '';
+    secretConfirm.checked = false;
+    secretDone.setAttribute('aria-disabled', 'true');
     openDialog(dlg, opener, fallback);
+    dlg.kl.mayClose = secretCopied;
+    dlg.kl.refused = refuseSecretClose;
     dlg.kl.onClose = () => {
       input.value = '';
       $('#secret-subject').textContent = '';
       $('#secret-copy-status').textContent = '';
+      $('#secret-close-hint').textContent = '';
+      dlg.kl.mayClose = null;
     };
     input.focus();
     input.select();
@@ -371,6 +487,20 @@
     state.me = me;
     state.role = me.principal.role;
     applyIdentity();
+  }
+
+  const NOTICE_KEY = 'keyledger.notice';
+
+  /**
+   * After a change took this page's own access away (its key disabled, deleted or demoted):
+   * starts the page afresh, saying why; signed out unless `keepSession` (a demoted
+   * credential still signs in, to be told it has nothing to administer).
+   */
+  function lostAccess(text, { keepSession = false } = {}) {
+    if (!keepSession) sessionStorage.removeItem(STORAGE_KEY);
+    sessionStorage.setItem(NOTICE_KEY, text);
+    window.history.replaceState(null, '', window.location.pathname);
+    window.location.reload();
   }
 
   function signOut() {
@@ -422,8 +552,6 @@
       $('#tabs').hidden = false;
       const wanted = (window.location.hash || '').slice(1);
       showTab(['keys', 'users', 'audit'].includes(wanted) ? wanted : 'keys');
-      // Names for "created by" and actors.
-      loadUsers().catch(() => {});
     } else if (state.role === 'auditor') {
       // An auditor gets no admin control at all: remove them from the page.
       for (const sel of ['#view-keys', '#view-users', '#tab-keys', '#tab-users',
@@ -461,21 +589,10 @@
     tab.addEventListener('click', () => showTab(tab.dataset.tab, { focus: true }));
   }
 
-  // ---------------------------------------------------------------- API keys
+  // ---------------------------------------------------------------- paged lists
 
-  function rememberKeyNames(keys) {
-    for (const k of keys) state.names.set(k.id, k.name);
-  }
-
-  async function loadKeys() {
-    const r = await api('GET', '/v1/admin/api-keys');
-    state.keys = r.api_keys;
-    rememberKeyNames(state.keys);
-    renderKeys();
-  }
-
-  function keyById(id) {
-    return state.keys.find((k) => k.id === id);
+  function cell(label, ...children) {
+    return h('td', { 'data-label': label }, ...children);
   }
 
   function actionButton(label, action, item, name, extraClass) {
@@ -488,57 +605,408 @@
     }, label);
   }
 
-  function cell(label, ...children) {
-    return h('td', { 'data-label': label }, ...children);
+  const SORT_NAMES = { name: 'name', created: 'creation time', last_used: 'last use' };
+
+  /**
+   * A list the server pages, searches and sorts (`limit`, `after`, `q`, `sort`): API keys
+   * and users. Its controls are `#<id>-search`, `-per-page`, `-prev`, `-next`, `-summary`
+   * and the sort buttons in `#<id>-table`'s head. `hide` drops items the page does not show
+   * (deleted keys unless asked for); the following server pages then fill the page up.
+   * `back` is the stack of `after` cursors of the pages before the one on show.
+   */
+  function pagedList({ id, path, field, noun, nameSort, hide, namesOf, render }) {
+    const els = {
+      search: $(`#${id}-search`),
+      perPage: $(`#${id}-per-page`),
+      prev: $(`#${id}-prev`),
+      next: $(`#${id}-next`),
+      summary: $(`#${id}-summary`),
+      table: $(`#${id}-table`),
+    };
+    const list = {
+      q: '', sort: 'created', descending: true, limit: Number(els.perPage.value),
+      after: null, back: [], next: null, ticket: 0, items: [],
+    };
+
+    function sortParam() {
+      return `${list.descending ? '-' : ''}${list.sort}`;
+    }
+
+    function showSort() {
+      for (const th of $$('th[data-sort]', els.table)) {
+        if (th.dataset.sort === list.sort) th.setAttribute('aria-sort', list.descending ? 'descending' : 'ascending');
+        else th.removeAttribute('aria-sort');
+      }
+    }
+
+    function showPager() {
+      els.prev.disabled = list.back.length === 0;
+      els.next.disabled = !list.next;
+      const n = list.items.length;
+      const what = `${n} ${n === 1 ? noun[0] : noun[1]}${list.q ? ` matching “${list.q}”` : ''}`;
+      const order = `sorted by ${list.sort === 'name' ? nameSort : SORT_NAMES[list.sort]}, `
+        + `${list.descending ? 'descending' : 'ascending'}`;
+      const more = list.next ? 'More on the next page.' : 'This is the last page.';
+      els.summary.textContent = `Page ${list.back.length + 1}: ${what}, ${order}. ${more}`;
+    }
+
+    /** Fetches and shows the page starting after `list.after`; false if a newer load won. */
+    async function load() {
+      list.ticket += 1;
+      const ticket = list.ticket;
+      const shown = [];
+      let cursor = list.after;
+      let next = null;
+      for (let round = 0; round < 20; round += 1) {
+        const q = new URLSearchParams({ limit: String(list.limit), sort: sortParam() });
+        if (list.q) q.set('q', list.q);
+        if (cursor) q.set('after', cursor);
+        const page = await api('GET', `${path}?${q}`);
+        if (ticket !== list.ticket) return false;
+        const items = page[field];
+        let i = 0;
+        while (i < items.length && shown.length < list.limit) {
+          if (!hide(items[i])) shown.push(items[i]);
+          i += 1;
+        }
+        const more = page.next_after !== null && page.next_after !== undefined;
+        if (shown.length >= list.limit) {
+          next = i < items.length || more ? items[i - 1].id : null;
+          break;
+        }
+        if (!more) {
+          next = null;
+          break;
+        }
+        cursor = page.next_after;
+        next = cursor; // where to go on if the rounds run out
+      }
+      await knowNames(shown.flatMap(namesOf));
+      if (ticket !== list.ticket) return false;
+      list.items = shown;
+      list.next = next;
+      render(shown);
+      showSort();
+      showPager();
+      return true;
+    }
+
+    /** Back to the first page (a new search, sort or page size). */
+    function restart() {
+      list.after = null;
+      list.back = [];
+      return load();
+    }
+
+    let debounce = null;
+    function search(now) {
+      window.clearTimeout(debounce);
+      debounce = null;
+      const q = els.search.value.trim();
+      if (q === list.q) return;
+      if (!now) {
+        debounce = window.setTimeout(() => search(true), 300);
+        return;
+      }
+      list.q = q;
+      restart().then((shown) => { if (shown) announce(els.summary.textContent); }, showError);
+    }
+    els.search.addEventListener('input', () => search(false));
+    els.search.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter') {
+        ev.preventDefault();
+        search(true);
+      }
+    });
+
+    els.perPage.addEventListener('change', () => {
+      list.limit = Number(els.perPage.value);
+      restart().then((shown) => { if (shown) announce(els.summary.textContent); }, showError);
+    });
+
+    for (const btn of $$('button.sort', els.table)) {
+      btn.addEventListener('click', () => {
+        const sort = btn.dataset.sort;
+        if (sort === list.sort) list.descending = !list.descending;
+        else {
+          list.sort = sort;
+          list.descending = sort !== 'name'; // names A→Z, times newest first
+        }
+        showSort();
+        restart().then(() => announce(`${noun[1][0].toUpperCase()}${noun[1].slice(1)} sorted by `
+          + `${sort === 'name' ? nameSort : SORT_NAMES[sort]}, ${list.descending ? 'descending' : 'ascending'}.`), showError);
+      });
+    }
+
+    els.next.addEventListener('click', () => {
+      if (!list.next) return;
+      list.back.push(list.after);
+      list.after = list.next;
+      load().then(() => {
+        announce(els.summary.textContent);
+        if (els.next.disabled) els.prev.focus();
+      }, showError);
+    });
+    els.prev.addEventListener('click', () => {
+      if (!list.back.length) return;
+      list.after = list.back.pop();
+      load().then(() => {
+        announce(els.summary.textContent);
+        if (els.prev.disabled) els.next.focus();
+      }, showError);
+    });
+
+    showSort();
+    list.load = load;
+    list.restart = restart;
+    return list;
+  }
+
+  /** Every item of an admin list (following next_after, bounded), for pickers. */
+  async function allItems(path, field, maxPages = 20) {
+    const out = [];
+    let after = null;
+    for (let i = 0; i < maxPages; i += 1) {
+      const q = new URLSearchParams({ limit: '1000' });
+      if (after) q.set('after', after);
+      const page = await api('GET', `${path}?${q}`);
+      out.push(...page[field]);
+      if (!page.next_after) break;
+      after = page.next_after;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- row menus
+  //
+  // The WAI-ARIA menu button pattern: each key row has one "Actions" button
+  // (aria-haspopup="menu") opening a menu of the row's actions. Enter, Space or ArrowDown
+  // open it on the first item, ArrowUp on the last; ArrowDown/ArrowUp (wrapping), Home, End
+  // and a first letter move; Enter or Space runs the item; Escape closes it and puts focus
+  // back on the button; Tab or a click elsewhere closes it.
+
+  let openMenu = null; // {button, menu, onPick}
+
+  function menuButton(id, name) {
+    return h('button', {
+      type: 'button',
+      class: 'btn btn-secondary btn-sm menu-button',
+      id: `actions-${id}`,
+      'data-action': 'menu',
+      'data-id': id,
+      'aria-haspopup': 'menu',
+      'aria-expanded': 'false',
+      'aria-label': `Actions for ${name}`,
+    }, 'Actions');
+  }
+
+  function menuItems() {
+    return openMenu ? $$('[role="menuitem"]', openMenu.menu) : [];
+  }
+
+  /** Keeps the open menu next to its button, inside the window (the table may scroll). */
+  function placeMenu() {
+    if (!openMenu) return;
+    const { button, menu } = openMenu;
+    const r = button.getBoundingClientRect();
+    const w = menu.offsetWidth;
+    const hgt = menu.offsetHeight;
+    const left = Math.max(8, Math.min(r.right - w, window.innerWidth - w - 8));
+    let top = r.bottom + 4;
+    if (top + hgt > window.innerHeight - 8 && r.top - hgt - 4 >= 8) top = r.top - hgt - 4;
+    menu.style.left = `${Math.round(left)}px`;
+    menu.style.top = `${Math.round(top)}px`;
+  }
+
+  function closeMenu(focusButton) {
+    if (!openMenu) return;
+    const { button, menu } = openMenu;
+    openMenu = null;
+    menu.remove();
+    button.setAttribute('aria-expanded', 'false');
+    button.removeAttribute('aria-controls');
+    if (focusButton && button.isConnected) button.focus();
+  }
+
+  /** Opens `items` ([{action, label, danger}]) under `button`; `onPick(action, button)`. */
+  function showMenu(button, items, onPick, focusLast) {
+    closeMenu(false);
+    const menu = h('ul', { class: 'menu', role: 'menu', id: `${button.id}-menu`, 'aria-labelledby': button.id },
+      items.map((it) => h('li', { role: 'none' }, h('button', {
+        type: 'button', role: 'menuitem', tabindex: '-1', 'data-pick': it.action,
+        class: `menu-item${it.danger ? ' menu-item-danger' : ''}`,
+      }, it.label))));
+    button.after(menu);
+    button.setAttribute('aria-expanded', 'true');
+    button.setAttribute('aria-controls', menu.id);
+    openMenu = { button, menu, onPick };
+    placeMenu();
+
+    menu.addEventListener('click', (ev) => {
+      const item = ev.target.closest('[data-pick]');
+      if (!item || !openMenu || openMenu.menu !== menu) return;
+      closeMenu(true);
+      onPick(item.dataset.pick, button);
+    });
+    menu.addEventListener('keydown', (ev) => {
+      const all = menuItems();
+      const at = all.indexOf(document.activeElement);
+      let to = null;
+      if (ev.key === 'ArrowDown') to = (at + 1) % all.length;
+      else if (ev.key === 'ArrowUp') to = (at - 1 + all.length) % all.length;
+      else if (ev.key === 'Home' || ev.key === 'PageUp') to = 0;
+      else if (ev.key === 'End' || ev.key === 'PageDown') to = all.length - 1;
+      else if (ev.key === 'Escape') {
+        ev.preventDefault();
+        ev.stopPropagation();
+        closeMenu(true);
+        return;
+      } else if (ev.key.length === 1 && /\S/.test(ev.key) && !ev.ctrlKey && !ev.metaKey && !ev.altKey) {
+        // Type-ahead: the next item starting with that letter.
+        const c = ev.key.toLowerCase();
+        for (let k = 1; k <= all.length; k += 1) {
+          const j = (at + k) % all.length;
+          if (all[j].textContent.trim().toLowerCase().startsWith(c)) {
+            to = j;
+            break;
+          }
+        }
+      }
+      if (to !== null) {
+        ev.preventDefault();
+        all[to].focus({ preventScroll: true });
+      }
+    });
+    menu.addEventListener('focusout', (ev) => {
+      const to = ev.relatedTarget;
+      if (openMenu && openMenu.menu === menu && !(to && (menu.contains(to) || to === button))) closeMenu(false);
+    });
+
+    const all = menuItems();
+    all[focusLast ? all.length - 1 : 0].focus({ preventScroll: true });
+  }
+
+  /** Wires the menu buttons inside `container`: `itemsOf(id)` and `onPick(action, id, button)`. */
+  function menuButtons(container, itemsOf, onPick) {
+    container.addEventListener('click', (ev) => {
+      const btn = ev.target.closest('button[data-action="menu"]');
+      if (!btn) return;
+      if (openMenu && openMenu.button === btn) {
+        closeMenu(true);
+        return;
+      }
+      const items = itemsOf(btn.dataset.id);
+      if (items.length) showMenu(btn, items, (action, b) => onPick(action, b.dataset.id, b), false);
+    });
+    container.addEventListener('keydown', (ev) => {
+      const btn = ev.target.closest && ev.target.closest('button[data-action="menu"]');
+      if (!btn || ev.target !== btn || (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp')) return;
+      ev.preventDefault();
+      const items = itemsOf(btn.dataset.id);
+      if (items.length) showMenu(btn, items, (action, b) => onPick(action, b.dataset.id, b), ev.key === 'ArrowUp');
+    });
+  }
+
+  document.addEventListener('pointerdown', (ev) => {
+    if (!openMenu) return;
+    if (openMenu.menu.contains(ev.target) || openMenu.button.contains(ev.target)) return;
+    closeMenu(false);
+  }, true);
+  window.addEventListener('resize', placeMenu);
+  window.addEventListener('scroll', placeMenu, true);
+
+  // ---------------------------------------------------------------- API keys
+
+  function rememberKeyNames(keys) {
+    for (const k of keys) state.names.set(k.id, k.name);
+  }
+
+  const keysList = pagedList({
+    id: 'keys',
+    path: '/v1/admin/api-keys',
+    field: 'api_keys',
+    noun: ['key', 'keys'],
+    nameSort: 'name',
+    hide: (k) => k.status === 'deleted' && !$('#keys-show-deleted').checked,
+    namesOf: (k) => [k.created_by],
+    render: (keys) => {
+      state.keys = keys;
+      rememberKeyNames(keys);
+      renderKeys();
+    },
+  });
+
+  async function loadKeys() {
+    await keysList.load();
+  }
+
+  function keyById(id) {
+    return state.keys.find((k) => k.id === id);
+  }
+
+  /** Whether this is the API key the page is signed in with. */
+  function isMyKey(key) {
+    return Boolean(state.me) && state.me.credential.kind === 'api_key' && state.me.credential.id === key.id;
+  }
+
+  /** "old secret valid until …" while the secret replaced by the last regenerate still works. */
+  function graceBadge(k) {
+    if (k.status !== 'active' || !k.previous_valid_until) return null;
+    const until = new Date(k.previous_valid_until);
+    if (!(until.getTime() > Date.now())) return null;
+    return h('span', {
+      class: 'badge badge-warn grace',
+      title: `The secret this key had before its last regenerate keeps working until ${k.previous_valid_until}.`,
+    }, 'old secret valid until ', h('time', { datetime: k.previous_valid_until }, fmtDate(k.previous_valid_until)));
+  }
+
+  function keyMenuItems(id) {
+    const k = keyById(id);
+    if (!k) return [];
+    if (k.status === 'deleted') return [{ action: 'history', label: 'History' }];
+    return [
+      { action: 'rename', label: 'Rename' },
+      { action: 'type', label: 'Change type' },
+      { action: 'regenerate', label: 'Regenerate' },
+      k.status === 'disabled' ? { action: 'enable', label: 'Enable' } : { action: 'disable', label: 'Disable' },
+      { action: 'history', label: 'History' },
+      { action: 'delete', label: 'Delete', danger: true },
+    ];
   }
 
   function renderKeys() {
     const body = $('#keys-body');
     clear(body);
-    const showDeleted = $('#keys-show-deleted').checked;
-    const keys = state.keys.filter((k) => showDeleted || k.status !== 'deleted');
-    for (const k of keys) {
-      const actions = h('div', { class: 'row-actions' });
-      if (k.status !== 'deleted') {
-        actions.append(
-          actionButton('Rename', 'rename', k, k.name),
-          actionButton('Change type', 'type', k, `of ${k.name}`),
-          actionButton('Regenerate', 'regenerate', k, k.name),
-          k.status === 'disabled'
-            ? actionButton('Enable', 'enable', k, k.name)
-            : actionButton('Disable', 'disable', k, k.name),
-          actionButton('Delete', 'delete', k, k.name, 'btn-danger-outline'),
-        );
-      }
-      actions.append(actionButton('History', 'history', k, `of ${k.name}`));
+    for (const k of state.keys) {
       body.append(h('tr', { 'data-key-id': k.id, 'data-key-name': k.name },
         h('th', { scope: 'row', 'data-label': 'Name', class: 'name-cell' }, k.name),
         cell('Type', badge(k.role, `role-${k.role}`)),
-        cell('Key', h('span', { class: 'mono' }, k.display)),
+        cell('Key', h('div', { class: 'key-cell' }, h('span', { class: 'mono' }, k.display), graceBadge(k))),
         cell('Status', statusBadge(k.status)),
         cell('Created', timeEl(k.created_at)),
         cell('Created by', h('span', { title: k.created_by }, principalName(k.created_by))),
         cell('Last used', timeEl(k.last_used_at, 'Never')),
         cell('Expires', timeEl(k.expires_at, 'Never')),
-        cell('Actions', actions),
+        cell('Actions', menuButton(k.id, k.name)),
       ));
     }
-    $('#keys-empty').hidden = keys.length > 0;
+    const empty = $('#keys-empty');
+    empty.hidden = state.keys.length > 0;
+    empty.textContent = keysList.q ? `No API key matches “${keysList.q}”.`
+      : keysList.back.length ? 'No more API keys.' : 'No API keys yet.';
   }
 
-  $('#keys-show-deleted').addEventListener('change', renderKeys);
+  $('#keys-show-deleted').addEventListener('change', () => keysList.restart().catch(showError));
   $('#keys-refresh').addEventListener('click', () => loadKeys().then(() => announce('API keys refreshed.'), showError));
 
-  $('#keys-body').addEventListener('click', (ev) => {
-    const btn = ev.target.closest('button[data-action]');
-    if (!btn) return;
-    const key = keyById(btn.dataset.id);
+  menuButtons($('#keys-body'), keyMenuItems, (action, id, btn) => {
+    const key = keyById(id);
     if (!key) return;
     const handler = {
       rename: openRename, type: openType, regenerate: openRegenerate,
-      disable: (k) => setEnabled(k, false), enable: (k) => setEnabled(k, true),
+      disable: openDisable, enable: (k) => setEnabled(k, true),
       delete: openDelete, history: openHistory,
-    }[btn.dataset.action];
+    }[action];
     if (handler) handler(key, btn);
   });
 
@@ -572,7 +1040,7 @@
         opener,
       });
       announce(`API key “${r.api_key.name}” created.`);
-      await loadKeys();
+      await keysList.restart();
     });
   });
 
@@ -600,15 +1068,33 @@
   });
 
   // Change type
+  const SELF_KEY = 'You are signed in with this key.';
+
+  function showTypeWarning() {
+    const dlg = $('#dlg-type');
+    const key = dlg.kl_key;
+    const checked = $('input[name="role"]:checked', dlg);
+    const demotes = key && isMyKey(key) && key.role === 'admin' && checked && checked.value !== 'admin';
+    const warning = $('#type-self-warning');
+    warning.hidden = !demotes;
+    warning.textContent = demotes
+      ? `${SELF_KEY} As a ${checked.value} key it can no longer administer keyledger: this page loses its admin `
+        + 'access at once, and if no other admin credential is active the server refuses the change.'
+      : '';
+  }
+
   function openType(key, opener) {
     const dlg = $('#dlg-type');
     dlg.kl_key = key;
     $('#dlg-type-title').textContent = `Change the type of “${key.name}”`;
     for (const r of $$('input[name="role"]', dlg)) r.checked = r.value === key.role;
+    showTypeWarning();
     openDialog(dlg, opener);
     const checked = $('input[name="role"]:checked', dlg);
     if (checked) checked.focus();
   }
+
+  $('#type-form').addEventListener('change', showTypeWarning);
 
   $('#type-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -621,6 +1107,10 @@
         return;
       }
       await api('PATCH', `/v1/admin/api-keys/${key.id}`, { body: { role }, ifMatch: key.version });
+      if (isMyKey(key) && role !== 'admin') {
+        lostAccess(`API key “${key.name}”, which this page is signed in with, is now of type ${role}.`, { keepSession: true });
+        return;
+      }
       await loadKeys();
       dlg.close();
       announce(`API key “${key.name}” is now of type ${role}.`);
@@ -633,7 +1123,12 @@
     dlg.kl_key = key;
     $('#dlg-regenerate-title').textContent = `Regenerate “${key.name}”`;
     $('#regenerate-text').textContent = `A new secret replaces ${key.display}. Programs using the old `
-      + `secret stop working when the grace period ends.${selfWarning(key)}`;
+      + 'secret stop working when the grace period ends.';
+    const warning = $('#regenerate-self-warning');
+    warning.hidden = !isMyKey(key);
+    warning.textContent = isMyKey(key)
+      ? `${SELF_KEY} This page switches to the new secret; sign in with the new secret elsewhere too.`
+      : '';
     $('#regenerate-form').reset();
     openDialog(dlg, opener);
     $('#regenerate-grace').focus();
@@ -653,10 +1148,17 @@
       const r = await api('POST', `/v1/admin/api-keys/${key.id}/regenerate`, {
         body: { grace_seconds: grace }, ifMatch: key.version,
       });
+      if (isMyKey(key)) {
+        state.secret = r.secret;
+        sessionStorage.setItem(STORAGE_KEY, r.secret);
+        state.me.credential.display = r.api_key.display;
+        $('#whoami-cred').textContent = `via API key ${r.api_key.display}`;
+      }
       const opener = dlg.kl.opener;
       dlg.close();
-      const old = grace > 0
-        ? `The old secret keeps working until ${fmtDate(new Date(Date.now() + grace * 1000).toISOString(), true)}.`
+      const until = r.api_key.previous_valid_until;
+      const old = grace > 0 && until
+        ? `The old secret keeps working until ${fmtDate(until, true)}.`
         : 'The old secret no longer works.';
       showSecret({
         title: 'New secret',
@@ -670,23 +1172,40 @@
   });
 
   // Disable / enable
+  async function changeEnabled(key, enable) {
+    await api('POST', `/v1/admin/api-keys/${key.id}/${enable ? 'enable' : 'disable'}`, { ifMatch: key.version });
+    announce(`API key “${key.name}” ${enable ? 'enabled' : 'disabled'}.`);
+    await loadKeys();
+  }
+
   async function setEnabled(key, enable) {
     try {
-      await api('POST', `/v1/admin/api-keys/${key.id}/${enable ? 'enable' : 'disable'}`, { ifMatch: key.version });
-      await loadKeys();
-      announce(`API key “${key.name}” ${enable ? 'enabled' : 'disabled'}.`);
-      const again = $(`[data-action="${enable ? 'disable' : 'enable'}"][data-id="${key.id}"]`);
+      await changeEnabled(key, enable);
+      const again = $(`[data-action="menu"][data-id="${key.id}"]`);
       if (again) again.focus();
     } catch (e) {
       showError(e);
     }
   }
 
-  /** A warning when an action would cut off the credential this page is signed in with. */
-  function selfWarning(key) {
-    return state.me && state.me.credential.id === key.id
-      ? ' You are signed in with this key: this page will lose access too.'
-      : '';
+  /** Disabling another key is one step; the key this page is signed in with asks first. */
+  function openDisable(key, opener) {
+    if (!isMyKey(key)) {
+      setEnabled(key, false);
+      return;
+    }
+    confirmAction({
+      title: `Disable “${key.name}”?`,
+      text: `Disable the API key “${key.name}” (${key.display})? Programs using it are refused until it is enabled again.`,
+      warning: `${SELF_KEY} This page loses its access at once: you will need another admin credential to `
+        + 'enable it again. If it is the last active admin credential, the server refuses.',
+      ok: 'Disable key',
+      opener,
+      action: async () => {
+        await api('POST', `/v1/admin/api-keys/${key.id}/disable`, { ifMatch: key.version });
+        lostAccess(`API key “${key.name}” is disabled. This page was signed in with it: sign in with another admin credential.`);
+      },
+    });
   }
 
   // Delete
@@ -694,13 +1213,20 @@
     confirmAction({
       title: `Delete “${key.name}”?`,
       text: `Delete the API key “${key.name}” (${key.display})? Programs using it are refused at once. `
-        + `This cannot be undone; its history stays in the audit log.${selfWarning(key)}`,
+        + 'This cannot be undone; its history stays in the audit log.',
+      warning: isMyKey(key)
+        ? `${SELF_KEY} This page loses its access at once. If it is the last active admin credential, the server refuses.`
+        : '',
       ok: 'Delete key',
       opener,
       action: async () => {
         await api('DELETE', `/v1/admin/api-keys/${key.id}`, { ifMatch: key.version });
-        await loadKeys();
+        if (isMyKey(key)) {
+          lostAccess(`API key “${key.name}” is deleted. This page was signed in with it: sign in with another admin credential.`);
+          return;
+        }
         announce(`API key “${key.name}” deleted.`);
+        await loadKeys();
       },
     });
   }
@@ -713,24 +1239,41 @@
 
   // ---------------------------------------------------------------- users and tokens
 
+  const usersList = pagedList({
+    id: 'users',
+    path: '/v1/admin/users',
+    field: 'users',
+    noun: ['user', 'users'],
+    nameSort: 'email',
+    hide: (u) => u.status === 'deactivated' && !$('#users-show-deactivated').checked && u.id !== state.selectedUserId,
+    namesOf: (u) => [u.created_by],
+    render: (users) => {
+      state.users = users;
+      for (const u of users) state.names.set(u.id, u.email);
+      renderUsers();
+    },
+  });
+
   async function loadUsers() {
-    const r = await api('GET', '/v1/admin/users');
-    state.users = r.users;
-    for (const u of state.users) state.names.set(u.id, u.email);
-    renderUsers();
+    await usersList.load();
   }
 
   function userById(id) {
     return state.users.find((u) => u.id === id);
   }
 
+  /** Whether this is the user the page is signed in as (with a personal access token). */
+  function isMyUser(user) {
+    return Boolean(state.me) && state.me.principal.kind === 'user' && state.me.principal.id === user.id;
+  }
+
+  const SELF_USER = 'You are signed in as this user.';
+
   function renderUsers() {
     const body = $('#users-body');
     if (!body) return;
     clear(body);
-    const showDeactivated = $('#users-show-deactivated').checked;
-    const users = state.users.filter((u) => showDeactivated || u.status !== 'deactivated' || u.id === state.selectedUserId);
-    for (const u of users) {
+    for (const u of state.users) {
       const actions = h('div', { class: 'row-actions' });
       actions.append(actionButton('Tokens', 'tokens', u, `of ${u.email}`));
       if (u.status === 'active') {
@@ -749,10 +1292,13 @@
         cell('Actions', actions),
       ));
     }
-    $('#users-empty').hidden = users.length > 0;
+    const empty = $('#users-empty');
+    empty.hidden = state.users.length > 0;
+    empty.textContent = usersList.q ? `No user matches “${usersList.q}”.`
+      : usersList.back.length ? 'No more users.' : 'No users yet.';
   }
 
-  $('#users-show-deactivated').addEventListener('change', renderUsers);
+  $('#users-show-deactivated').addEventListener('change', () => usersList.restart().catch(showError));
   $('#users-refresh').addEventListener('click', () => loadUsers().then(() => announce('Users refreshed.'), showError));
 
   $('#register-form').addEventListener('submit', async (ev) => {
@@ -765,8 +1311,8 @@
         body: { email: form.elements.email.value, role: form.elements.role.value },
       });
       form.reset();
-      await loadUsers();
       announce(`User ${r.user.email} registered as ${r.user.role}.`);
+      await usersList.restart();
       const tokens = $(`[data-action="tokens"][data-id="${r.user.id}"]`);
       if (tokens) tokens.focus();
     } catch (e) {
@@ -786,14 +1332,29 @@
     if (btn.dataset.action === 'deactivate') openDeactivate(user, btn);
   });
 
+  function showUserRoleWarning() {
+    const user = $('#dlg-user-role').kl_user;
+    const role = $('#user-role-select').value;
+    const demotes = user && isMyUser(user) && user.role === 'admin' && role !== 'admin';
+    const warning = $('#user-role-self-warning');
+    warning.hidden = !demotes;
+    warning.textContent = demotes
+      ? `${SELF_USER} As ${role} you can no longer administer keyledger: this page loses its admin access at once, `
+        + 'and if no other admin credential is active the server refuses the change.'
+      : '';
+  }
+
   function openUserRole(user, opener) {
     const dlg = $('#dlg-user-role');
     dlg.kl_user = user;
     $('#dlg-user-role-title').textContent = `Change the role of ${user.email}`;
     $('#user-role-select').value = user.role;
+    showUserRoleWarning();
     openDialog(dlg, opener);
     $('#user-role-select').focus();
   }
+
+  $('#user-role-select').addEventListener('change', showUserRoleWarning);
 
   $('#user-role-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -803,8 +1364,12 @@
     runInDialog(dlg, async () => {
       if (role !== user.role) {
         await api('PATCH', `/v1/admin/users/${user.id}`, { body: { role }, ifMatch: user.version });
-        await loadUsers();
+        if (isMyUser(user) && role !== 'admin') {
+          lostAccess(`You (${user.email}) are now ${role}.`, { keepSession: true });
+          return;
+        }
         announce(`${user.email} is now ${role}.`);
+        await loadUsers();
       }
       dlg.close();
     });
@@ -814,13 +1379,20 @@
     confirmAction({
       title: `Deactivate ${user.email}?`,
       text: `Deactivate the user ${user.email}? Their personal access tokens are revoked at once. This cannot be undone.`,
+      warning: isMyUser(user)
+        ? `${SELF_USER} This page loses its access at once. If you hold the last active admin credential, the server refuses.`
+        : '',
       ok: 'Deactivate user',
       opener,
       action: async () => {
         await api('DELETE', `/v1/admin/users/${user.id}`, { ifMatch: user.version });
+        if (isMyUser(user)) {
+          lostAccess(`User ${user.email} is deactivated. This page was signed in as that user: sign in with another admin credential.`);
+          return;
+        }
+        announce(`User ${user.email} deactivated.`);
         await loadUsers();
         if (state.selectedUserId === user.id) await loadTokens();
-        announce(`User ${user.email} deactivated.`);
       },
     });
   }
@@ -832,6 +1404,8 @@
     panel.hidden = false;
     $('#tokens-title').textContent = `Tokens of ${user.email}`;
     $('#token-form').hidden = user.status !== 'active';
+    state.tokens = [];
+    state.tokensNext = null;
     try {
       await loadTokens();
     } catch (e) {
@@ -840,12 +1414,26 @@
     $('#tokens-title').focus();
   }
 
-  async function loadTokens() {
+  /** The selected user's tokens: again as many as are on show (at least 100), or `more`. */
+  async function loadTokens({ more = false } = {}) {
     const id = state.selectedUserId;
     if (!id) return;
-    const r = await api('GET', `/v1/admin/users/${id}/tokens`);
-    state.tokens = r.tokens;
+    const q = new URLSearchParams({ limit: String(more ? 100 : Math.min(1000, Math.max(100, state.tokens.length))) });
+    if (more && state.tokensNext) q.set('after', state.tokensNext);
+    const r = await api('GET', `/v1/admin/users/${id}/tokens?${q}`);
+    if (id !== state.selectedUserId) return;
+    state.tokens = more ? state.tokens.concat(r.tokens) : r.tokens;
+    state.tokensNext = r.next_after || null;
     renderTokens();
+  }
+
+  $('#tokens-more').addEventListener('click', () => loadTokens({ more: true }).then(() => {
+    announce(`${state.tokens.length} tokens shown.`);
+    if ($('#tokens-more').hidden) $('#tokens-title').focus();
+  }, showError));
+
+  function isMyToken(token) {
+    return Boolean(state.me) && state.me.credential.kind === 'pat' && state.me.credential.id === token.id;
   }
 
   function renderTokens() {
@@ -865,6 +1453,7 @@
       ));
     }
     $('#tokens-empty').hidden = state.tokens.length > 0;
+    $('#tokens-more').hidden = !state.tokensNext;
   }
 
   $('#token-form').addEventListener('submit', async (ev) => {
@@ -904,12 +1493,20 @@
     confirmAction({
       title: `Revoke “${token.name}”?`,
       text: `Revoke the token “${token.name}” (${token.display}) of ${user.email}? It is refused at once. This cannot be undone.`,
+      warning: isMyToken(token)
+        ? 'You are signed in with this token. This page loses its access at once. If it is the last active admin '
+          + 'credential, the server refuses.'
+        : '',
       ok: 'Revoke token',
       opener: btn,
       action: async () => {
         await api('DELETE', `/v1/admin/tokens/${token.id}`);
-        await loadTokens();
+        if (isMyToken(token)) {
+          lostAccess(`Token “${token.name}” is revoked. This page was signed in with it: sign in with another admin credential.`);
+          return;
+        }
         announce(`Token “${token.name}” revoked.`);
+        await loadTokens();
       },
     });
   });
@@ -962,31 +1559,29 @@
     }
   });
 
-  // Names of keys and users as the log knows them (all an auditor can see).
-  async function namesFromLog() {
-    const [created, renamed, deleted, users] = await Promise.all([
+  // The API keys as the log knows them (an auditor has no list of keys): the history picker.
+  // Names of actors come from GET /v1/audit/principals/{id} instead (see knowNames).
+  async function keysFromLog() {
+    const [created, renamed, deleted] = await Promise.all([
       allEvents({ type: 'api_key.created' }),
       allEvents({ type: 'api_key.renamed' }),
       allEvents({ type: 'api_key.deleted' }),
-      allEvents({ type: 'user.registered' }),
     ]);
     const keys = new Map();
     for (const e of created) keys.set(e.data.key_id, { id: e.data.key_id, name: e.data.name, deleted: false });
     for (const e of renamed) { const k = keys.get(e.data.key_id); if (k) k.name = e.data.to; }
     for (const e of deleted) { const k = keys.get(e.data.key_id); if (k) k.deleted = true; }
-    for (const k of keys.values()) if (!state.names.has(k.id) || state.role !== 'admin') state.names.set(k.id, k.name);
-    for (const e of users) if (!state.names.has(e.data.user_id)) state.names.set(e.data.user_id, e.data.email);
     return Array.from(keys.values());
   }
 
   async function loadKeyChoices() {
     let choices;
     if (state.role === 'admin') {
-      await loadKeys();
-      await namesFromLog();
-      choices = state.keys.map((k) => ({ id: k.id, label: `${k.name} — ${k.role}, ${k.status} (${k.display})` }));
+      const keys = await allItems('/v1/admin/api-keys', 'api_keys');
+      rememberKeyNames(keys);
+      choices = keys.map((k) => ({ id: k.id, label: `${k.name} — ${k.role}, ${k.status} (${k.display})` }));
     } else {
-      const keys = await namesFromLog();
+      const keys = await keysFromLog();
       choices = keys.map((k) => ({ id: k.id, label: `${k.name}${k.deleted ? ' (deleted)' : ''} — ${shortId(k.id)}` }));
     }
     state.keyChoices = choices;
@@ -1017,6 +1612,7 @@
 
   async function showHistory(id) {
     const r = await api('GET', `/v1/audit/api-keys/${id}/history`);
+    await knowNames([id, ...r.events.flatMap(idsOfEvent)]);
     $('#history-result').hidden = false;
     $('#history-key-title').textContent = `${principalName(id)} (${id})`;
     renderTimeline(r.events);
@@ -1230,16 +1826,21 @@
 
   async function searchLog() {
     state.log.params = logParamsFromForm();
-    state.log.after = null;
+    state.log.before = null;
     state.log.back = [];
     await fetchLogPage();
   }
 
+  /** The page of the log that ends before `state.log.before`, newest first. */
   async function fetchLogPage() {
-    const q = new URLSearchParams(state.log.params);
-    if (state.log.after !== null) q.set('after', String(state.log.after));
+    state.log.ticket += 1;
+    const { ticket } = state.log;
+    const q = new URLSearchParams({ ...state.log.params, order: 'desc' });
+    if (state.log.before !== null) q.set('before', String(state.log.before));
     const page = await api('GET', `/v1/audit/events?${q}`);
-    state.log.next = page.next_after;
+    await knowNames(page.events.flatMap(idsOfEvent));
+    if (ticket !== state.log.ticket) return;
+    state.log.next = page.next_before ?? null;
     renderLog(page.events);
   }
 
@@ -1265,10 +1866,10 @@
     }
     const pageNo = state.log.back.length + 1;
     $('#log-summary').textContent = events.length
-      ? `Page ${pageNo}: ${events.length} entries, seq ${events[0].seq}–${events[events.length - 1].seq}.`
-        + (state.log.next !== null && state.log.next !== undefined ? ' More entries match.' : ' No more entries match.')
+      ? `Page ${pageNo}, newest first: ${events.length} entries, seq ${events[0].seq}–${events[events.length - 1].seq}.`
+        + (state.log.next !== null ? ' Older entries match.' : ' No older entries match.')
       : 'No entries match these filters.';
-    $('#log-next').disabled = state.log.next === null || state.log.next === undefined;
+    $('#log-next').disabled = state.log.next === null;
     $('#log-prev').disabled = state.log.back.length === 0;
     $('#log-first').disabled = state.log.back.length === 0;
   }
@@ -1280,23 +1881,24 @@
   $('#log-form').addEventListener('reset', () => {
     window.setTimeout(() => searchLog().catch(showError), 0);
   });
+  // Older goes down the log with next_before; newer pops the stack of `before` cursors.
   $('#log-next').addEventListener('click', () => {
-    if (state.log.next === null || state.log.next === undefined) return;
-    state.log.back.push(state.log.after);
-    state.log.after = state.log.next;
+    if (state.log.next === null) return;
+    state.log.back.push(state.log.before);
+    state.log.before = state.log.next;
     fetchLogPage().then(() => {
       if ($('#log-next').disabled) $('#log-prev').focus();
     }, showError);
   });
   $('#log-prev').addEventListener('click', () => {
     if (!state.log.back.length) return;
-    state.log.after = state.log.back.pop();
+    state.log.before = state.log.back.pop();
     fetchLogPage().then(() => {
       if ($('#log-prev').disabled) $('#log-next').focus();
     }, showError);
   });
   $('#log-first').addEventListener('click', () => {
-    state.log.after = null;
+    state.log.before = null;
     state.log.back = [];
     fetchLogPage().then(() => $('#log-next').focus(), showError);
   });
@@ -1304,13 +1906,17 @@
   // ---------------------------------------------------------------- start
 
   async function start() {
+    const notice = sessionStorage.getItem(NOTICE_KEY);
+    sessionStorage.removeItem(NOTICE_KEY);
     const saved = sessionStorage.getItem(STORAGE_KEY);
     if (!saved) {
       showSignIn();
+      if (notice) announce(notice);
       return;
     }
     try {
       await signIn(saved);
+      if (notice) announce(notice);
     } catch (e) {
       showSignIn();
       showError(new Error(`Your saved session was refused: ${messageOf(e)}`));

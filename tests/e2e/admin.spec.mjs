@@ -112,6 +112,51 @@ async function signIn(page, secret) {
 
 const button = (scope, name) => scope.getByRole('button', { name, exact: true });
 
+/** Runs `action` (a menu item's name) from the Actions menu of the key row named `name`. */
+async function keyAction(page, name, action) {
+  const row = page.locator(`#keys-body tr[data-key-name="${name}"]`);
+  await button(row, `Actions for ${name}`).click();
+  const menu = page.getByRole('menu', { name: `Actions for ${name}`, exact: true });
+  await menu.getByRole('menuitem', { name: action, exact: true }).click();
+  await menu.waitFor({ state: 'detached' });
+}
+
+/** Confirms the secret was copied and closes the once-only secret dialog. */
+async function closeSecret(dlg) {
+  await dlg.getByLabel('I have copied the secret and stored it safely').check();
+  await button(dlg, 'Close').click();
+  await dlg.waitFor({ state: 'hidden' });
+}
+
+/** A fresh browser context signed in with `secret` (the bootstrap admin by default). */
+async function freshPage(browser, problems, secret = ADMIN, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  watch(page, problems);
+  await signIn(page, secret);
+  return { context, page };
+}
+
+/** A name no other test uses. */
+let unique = 0;
+function uniqueName(prefix) {
+  unique += 1;
+  return `${prefix}-${Date.now().toString(36)}-${unique}`;
+}
+
+/** Creates an API key from node; returns {id, name, secret, key}. */
+async function createKey(name, role = 'basic', secret = ADMIN) {
+  const r = await apiAs(secret, 'POST', '/v1/admin/api-keys', { name, role });
+  assert.equal(r.status, 201, r.text);
+  return { id: r.body.api_key.id, name, secret: r.body.secret, key: r.body.api_key };
+}
+
+/** The names in the key table, top to bottom. */
+async function keyNames(page) {
+  return page.locator('#keys-body tr').evaluateAll((rows) => rows.map((r) => r.dataset.keyName));
+}
+
 // ------------------------------------------------------------------ the tests
 
 describe('keyledger admin page', () => {
@@ -204,8 +249,7 @@ describe('keyledger admin page', () => {
       assert.match(secret, /^klk_[0-9A-Za-z]{49}$/);
       assert.ok(await button(secretDlg, 'Copy').isVisible());
       if (type === 'basic') await shot(page, '03-create-dialog-secret');
-      await button(secretDlg, 'I have stored it — close').click();
-      await secretDlg.waitFor({ state: 'hidden' });
+      await closeSecret(secretDlg);
       // Gone from the page once dismissed.
       assert.equal(await page.locator('#secret-value').inputValue(), '');
       assert.equal((await page.content()).includes(secret), false);
@@ -251,7 +295,7 @@ describe('keyledger admin page', () => {
   it('renames, changes the type, regenerates, disables, enables and deletes a key', async () => {
     const k = keys.basic;
     // Rename.
-    await button(page, `Rename ${k.name}`).click();
+    await keyAction(page, k.name, 'Rename');
     let dlg = page.getByRole('dialog', { name: `Rename “${k.name}”` });
     await dlg.getByLabel('New name').fill('e2e-basic-renamed');
     await button(dlg, 'Save name').click();
@@ -267,7 +311,7 @@ describe('keyledger admin page', () => {
     const patched = await apiAs(ADMIN, 'PATCH', `/v1/admin/api-keys/${k.id}`, { expires_at: far },
       { 'if-match': `"${current.version}"` });
     assert.equal(patched.status, 200);
-    await button(page, `Change type of ${k.name}`).click();
+    await keyAction(page, k.name, 'Change type');
     dlg = page.getByRole('dialog', { name: `Change the type of “${k.name}”` });
     await dlg.getByRole('radio', { name: 'Limited' }).check();
     await button(dlg, 'Save type').click();
@@ -276,7 +320,7 @@ describe('keyledger admin page', () => {
     await button(page, 'Refresh').first().click();
 
     // Change type.
-    await button(page, `Change type of ${k.name}`).click();
+    await keyAction(page, k.name, 'Change type');
     dlg = page.getByRole('dialog', { name: `Change the type of “${k.name}”` });
     assert.equal(await dlg.getByRole('radio', { name: 'Basic Recommended' }).isChecked(), true);
     await dlg.getByRole('radio', { name: 'Limited' }).check();
@@ -286,7 +330,7 @@ describe('keyledger admin page', () => {
     assert.equal((await textOf(page.locator(`#keys-body tr[data-key-name="${k.name}"] td[data-label="Type"]`))).trim(), 'limited');
 
     // Regenerate with no grace: the old secret is refused as REVOKED, the new one works.
-    await button(page, `Regenerate ${k.name}`).click();
+    await keyAction(page, k.name, 'Regenerate');
     dlg = page.getByRole('dialog', { name: `Regenerate “${k.name}”` });
     await dlg.getByLabel('Grace period for the old secret (optional)').fill('0');
     await button(dlg, 'Regenerate').click();
@@ -295,8 +339,7 @@ describe('keyledger admin page', () => {
     const fresh = await secretDlg.getByLabel('Secret', { exact: true }).inputValue();
     assert.match(fresh, /^klk_/);
     assert.notEqual(fresh, k.secret);
-    await button(secretDlg, 'I have stored it — close').click();
-    await secretDlg.waitFor({ state: 'hidden' });
+    await closeSecret(secretDlg);
     assert.equal((await verify(k.secret)).code, 'REVOKED');
     assert.equal((await verify(fresh)).code, 'VALID');
     const old = k.secret;
@@ -304,14 +347,16 @@ describe('keyledger admin page', () => {
 
     // Regenerate another key with a grace period in hours: the old secret keeps working.
     const lim = keys.limited;
-    await button(page, `Regenerate ${lim.name}`).click();
+    await keyAction(page, lim.name, 'Regenerate');
     dlg = page.getByRole('dialog', { name: `Regenerate “${lim.name}”` });
     await dlg.getByLabel('Grace period for the old secret (optional)').fill('2');
     await dlg.getByLabel('Unit').selectOption({ label: 'hours' });
     await button(dlg, 'Regenerate').click();
     await secretDlg.waitFor();
     const limFresh = await secretDlg.getByLabel('Secret', { exact: true }).inputValue();
-    await page.keyboard.press('Escape'); // Escape dismisses the secret too.
+    // Once the copy is confirmed, Escape closes the dialog too.
+    await secretDlg.getByLabel('I have copied the secret and stored it safely').check();
+    await page.keyboard.press('Escape');
     await secretDlg.waitFor({ state: 'hidden' });
     assert.equal(await page.locator('#secret-value').inputValue(), '');
     assert.equal((await verify(lim.secret)).code, 'VALID');
@@ -322,17 +367,17 @@ describe('keyledger admin page', () => {
     assert.ok(Math.abs(graceMs - 2 * 3600e3) < 5000, `grace of 2 hours, got ${graceMs} ms`);
 
     // Disable and enable.
-    await button(page, `Disable ${k.name}`).click();
-    await button(page, `Enable ${k.name}`).waitFor();
-    assert.equal((await textOf(page.locator(`#keys-body tr[data-key-name="${k.name}"] td[data-label="Status"]`))).trim(), 'disabled');
+    const status = page.locator(`#keys-body tr[data-key-name="${k.name}"] td[data-label="Status"]`);
+    await keyAction(page, k.name, 'Disable');
+    await eventually(async () => assert.equal((await textOf(status)).trim(), 'disabled'));
     assert.equal((await verify(k.secret)).code, 'DISABLED');
-    await button(page, `Enable ${k.name}`).click();
-    await button(page, `Disable ${k.name}`).waitFor();
+    await keyAction(page, k.name, 'Enable');
+    await eventually(async () => assert.equal((await textOf(status)).trim(), 'active'));
     assert.equal((await verify(k.secret)).code, 'VALID');
     assert.equal((await verify(old)).code, 'REVOKED');
 
     // Delete, after a confirmation that names the key.
-    await button(page, `Delete ${k.name}`).click();
+    await keyAction(page, k.name, 'Delete');
     dlg = page.getByRole('dialog', { name: `Delete “${k.name}”?` });
     await dlg.waitFor();
     assert.match(await textOf(dlg), new RegExp(`Delete the API key “${k.name}”`));
@@ -340,7 +385,7 @@ describe('keyledger admin page', () => {
     await button(dlg, 'Cancel').click();
     await dlg.waitFor({ state: 'hidden' });
     assert.equal((await verify(k.secret)).valid, true);
-    await button(page, `Delete ${k.name}`).click();
+    await keyAction(page, k.name, 'Delete');
     await button(dlg, 'Delete key').click();
     await dlg.waitFor({ state: 'hidden' });
     await page.locator(`#keys-body tr[data-key-name="${k.name}"]`).waitFor({ state: 'detached' });
@@ -351,12 +396,15 @@ describe('keyledger admin page', () => {
     await row.waitFor();
     assert.equal((await textOf(row.locator('td[data-label="Status"]'))).trim(), 'deleted');
     assert.equal(await row.getByRole('button').count(), 1);
+    await button(row, `Actions for ${k.name}`).click();
+    assert.deepEqual(await page.getByRole('menu', { name: `Actions for ${k.name}` }).getByRole('menuitem').allTextContents(), ['History']);
+    await page.keyboard.press('Escape');
     await eventually(async () => assert.match(await textOf(page.locator('#page-status')), /deleted/));
   });
 
   it('shows every action in the key\'s timeline and its activity per day', async () => {
     const k = keys.basic;
-    await button(page, `History of ${k.name}`).click();
+    await keyAction(page, k.name, 'History');
     await page.locator('#view-audit').waitFor();
     const items = page.locator('#timeline > li');
     await eventually(async () => assert.ok((await items.count()) >= 8));
@@ -418,14 +466,21 @@ describe('keyledger admin page', () => {
     });
     await form.getByLabel('Actor id').fill('');
 
-    // Paging with next_after.
+    // Paging, newest first, with next_before (key creations: a set nothing adds to meanwhile).
     await form.getByLabel('Per page').fill('3');
+    await form.getByLabel('Event type').fill('api_key.created');
     await button(form, 'Search log').click();
-    await eventually(async () => assert.match(await textOf(page.locator('#log-summary')), /^Page 1: 3 entries, seq 0–2\. More entries match\./));
-    await button(page, 'Next page').click();
-    await eventually(async () => assert.match(await textOf(page.locator('#log-summary')), /^Page 2: 3 entries, seq 3–5\./));
-    await button(page, 'Previous page').click();
-    await eventually(async () => assert.match(await textOf(page.locator('#log-summary')), /^Page 1: .*seq 0–2/));
+    const created = (await apiAs(ADMIN, 'GET', '/v1/audit/events?type=api_key.created&order=desc')).body.events.map((e) => e.seq);
+    assert.ok(created.length >= 4);
+    const shownSeqs = () => page.locator('#log-body tr').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+    await eventually(async () => assert.deepEqual(await shownSeqs(), created.slice(0, 3)));
+    assert.match(await textOf(page.locator('#log-summary')), /^Page 1, newest first: 3 entries, seq \d+–\d+\. Older entries match\./);
+    await button(page, 'Older entries').click();
+    await eventually(async () => assert.deepEqual(await shownSeqs(), created.slice(3, 6)));
+    assert.match(await textOf(page.locator('#log-summary')), /^Page 2, newest first:/);
+    await button(page, 'Newer entries').click();
+    await eventually(async () => assert.deepEqual(await shownSeqs(), created.slice(0, 3)));
+    await form.getByLabel('Event type').fill('');
 
     // A time window: nothing before the epoch's first day.
     await form.getByLabel('Per page').fill('50');
@@ -518,8 +573,7 @@ describe('keyledger admin page', () => {
       const secret = await secretDlg.getByLabel('Secret', { exact: true }).inputValue();
       assert.match(secret, /^klp_/);
       if (name === 'laptop') auditorSecret = secret;
-      await button(secretDlg, 'I have stored it — close').click();
-      await secretDlg.waitFor({ state: 'hidden' });
+      await closeSecret(secretDlg);
       await panel.locator(`tr[data-token-name="${name}"]`).waitFor();
     }
     const me = await apiAs(auditorSecret, 'GET', '/v1/me');
@@ -609,7 +663,7 @@ describe('keyledger admin page', () => {
     for (const sel of ['#view-keys', '#view-users', '#dlg-create', '#dlg-regenerate', '#register-form', '#keys-body', '#users-body']) {
       assert.equal(await page.locator(sel).count(), 0, sel);
     }
-    assert.equal(await page.getByRole('button', { name: /^(Rename|Regenerate|Delete|Disable|Deactivate|Revoke) /, exact: false }).count(), 0);
+    assert.equal(await page.getByRole('button', { name: /^(Rename|Regenerate|Delete|Disable|Deactivate|Revoke|Actions for) /, exact: false }).count(), 0);
 
     // The audit views work.
     await page.locator('#view-audit').waitFor();
@@ -644,8 +698,15 @@ describe('keyledger admin page', () => {
       // Rows are stacked cards with labelled cells.
       const cellBox = await p.locator('#keys-body tr[data-key-name="e2e-admin"] td[data-label="Status"]').boundingBox();
       assert.ok(cellBox.width > 300, `stacked cell width ${cellBox.width}`);
-      assert.ok(await button(p, 'Rename e2e-admin').isVisible());
+      // The row's Actions menu opens inside the screen.
+      await button(p, 'Actions for e2e-admin').click();
+      const menu = p.getByRole('menu', { name: 'Actions for e2e-admin' });
+      await menu.waitFor();
+      const menuBox = await menu.boundingBox();
+      assert.ok(menuBox.x >= 0 && menuBox.x + menuBox.width <= 390, `menu at ${menuBox.x}+${menuBox.width}`);
       await shot(p, '08-phone-keys');
+      await p.keyboard.press('Escape');
+      await menu.waitFor({ state: 'detached' });
 
       await button(p, 'Create New API Key').click();
       const dlg = p.getByRole('dialog', { name: 'Create New API Key' });
@@ -663,6 +724,486 @@ describe('keyledger admin page', () => {
       await shot(p, '10-phone-audit', true);
     } finally {
       await phone.close();
+    }
+  });
+
+  // ---------------------------------------------------------------- the review's findings
+  // Each of these starts its own browser context and makes its own data, so that it can run
+  // alone (KEYLEDGER_E2E_ONLY) and in any order.
+
+  it('warns before an admin disables, deletes or demotes the key it is signed in with, and shows last_admin', async () => {
+    // A fresh admin key to sign in with: the page's own credential.
+    const self = await createKey(uniqueName('self-admin'), 'admin');
+    const { context, page: p } = await freshPage(browser, problems, self.secret);
+    const disabled = [];
+    try {
+      await p.locator(`#keys-body tr[data-key-name="${self.name}"]`).waitFor();
+      const status = async () => (await apiAs(self.secret, 'GET', `/v1/admin/api-keys/${self.id}`)).body.api_key.status;
+
+      // Disable asks first and says why; cancelling changes nothing.
+      await keyAction(p, self.name, 'Disable');
+      let dlg = p.getByRole('dialog', { name: `Disable “${self.name}”?` });
+      await dlg.waitFor();
+      assert.match(await textOf(dlg.locator('#confirm-warning')), /You are signed in with this key\. This page loses its access at once/);
+      await shot(p, '11-self-disable-warning');
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+      assert.equal(await status(), 'active');
+
+      // Delete says so too.
+      await keyAction(p, self.name, 'Delete');
+      dlg = p.getByRole('dialog', { name: `Delete “${self.name}”?` });
+      await dlg.waitFor();
+      assert.match(await textOf(dlg.locator('#confirm-warning')), /You are signed in with this key/);
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+
+      // Demoting: the warning appears as soon as a non-admin type is chosen.
+      await keyAction(p, self.name, 'Change type');
+      dlg = p.getByRole('dialog', { name: `Change the type of “${self.name}”` });
+      await dlg.waitFor();
+      const typeWarning = dlg.locator('#type-self-warning');
+      assert.equal(await typeWarning.isVisible(), false);
+      await dlg.getByRole('radio', { name: 'Basic Recommended' }).check();
+      await typeWarning.waitFor();
+      assert.match(await textOf(typeWarning), /You are signed in with this key\. As a basic key it can no longer administer/);
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+
+      // Another key's disable stays one step: no question asked.
+      const other = await createKey(uniqueName('not-self'));
+      await button(p, 'Refresh').click();
+      await keyAction(p, other.name, 'Disable');
+      await eventually(async () => assert.equal(
+        (await textOf(p.locator(`#keys-body tr[data-key-name="${other.name}"] td[data-label="Status"]`))).trim(), 'disabled',
+      ));
+      assert.equal(await p.getByRole('dialog').count(), 0);
+
+      // Make the page's key the last active admin credential: the server refuses (409
+      // last_admin) and the page shows its message, in the dialog that asked.
+      const all = (await apiAs(ADMIN, 'GET', '/v1/admin/api-keys?status=active&limit=1000')).body.api_keys;
+      const users = (await apiAs(ADMIN, 'GET', '/v1/admin/users?status=active&limit=1000')).body.users;
+      assert.deepEqual(users.filter((u) => u.role === 'admin').map((u) => u.email), [], 'no admin users in this suite');
+      for (const k of all.filter((x) => x.role === 'admin' && x.id !== self.id)) {
+        const r = await apiAs(self.secret, 'POST', `/v1/admin/api-keys/${k.id}/disable`);
+        assert.equal(r.status, 200, r.text);
+        disabled.push(k.id);
+      }
+      const refused = await apiAs(self.secret, 'POST', `/v1/admin/api-keys/${self.id}/disable`);
+      assert.equal(refused.status, 409);
+      assert.equal(refused.body.error.code, 'last_admin');
+
+      await keyAction(p, self.name, 'Disable');
+      dlg = p.getByRole('dialog', { name: `Disable “${self.name}”?` });
+      await button(dlg, 'Disable key').click();
+      const err = dlg.locator('.dialog-error');
+      await eventually(async () => assert.match(await textOf(err), /^Refused: this is the last active admin credential/));
+      assert.ok((await textOf(err)).includes(refused.body.error.message), await textOf(err));
+      await shot(p, '12-last-admin-refused');
+      await button(dlg, 'Cancel').click();
+      await dlg.waitFor({ state: 'hidden' });
+
+      await keyAction(p, self.name, 'Change type');
+      dlg = p.getByRole('dialog', { name: `Change the type of “${self.name}”` });
+      await dlg.getByRole('radio', { name: 'Limited' }).check();
+      await button(dlg, 'Save type').click();
+      await eventually(async () => assert.ok((await textOf(dlg.locator('.dialog-error'))).includes(refused.body.error.message)));
+      await button(dlg, 'Cancel').click();
+      assert.equal(await status(), 'active');
+      assert.ok(await p.locator('#whoami').isVisible());
+    } finally {
+      for (const id of disabled) await apiAs(self.secret, 'POST', `/v1/admin/api-keys/${id}/enable`);
+      await context.close();
+    }
+    // With the other admins back, the page's own key may go: the page starts again, signed out, saying why.
+    const again = await freshPage(browser, problems, self.secret);
+    try {
+      const p = again.page;
+      await p.locator(`#keys-body tr[data-key-name="${self.name}"]`).waitFor();
+      await keyAction(p, self.name, 'Delete');
+      const dlg = p.getByRole('dialog', { name: `Delete “${self.name}”?` });
+      await button(dlg, 'Delete key').click();
+      await p.getByLabel('API key or personal access token').waitFor();
+      await eventually(async () => assert.match(await textOf(p.locator('#page-status')), /is deleted\. This page was signed in with it/));
+      assert.equal(await p.evaluate(() => sessionStorage.getItem('keyledger.credential')), null);
+      assert.equal((await verify(self.secret)).valid, false);
+    } finally {
+      await again.context.close();
+    }
+  });
+
+  it('puts a key row\'s actions in one menu, operable with the keyboard', async () => {
+    const k = await createKey(uniqueName('menu'));
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      const row = p.locator(`#keys-body tr[data-key-name="${k.name}"]`);
+      await row.waitFor();
+      // One button per row, a menu button.
+      assert.equal(await row.getByRole('button').count(), 1);
+      const opener = button(row, `Actions for ${k.name}`);
+      assert.equal(await opener.getAttribute('aria-haspopup'), 'menu');
+      assert.equal(await opener.getAttribute('aria-expanded'), 'false');
+      const menu = p.getByRole('menu', { name: `Actions for ${k.name}`, exact: true });
+      const focused = () => p.evaluate(() => document.activeElement.getAttribute('aria-label') || document.activeElement.textContent.trim());
+
+      // Enter opens it on the first item; the arrows move and wrap, Home and End jump.
+      await opener.focus();
+      await p.keyboard.press('Enter');
+      await menu.waitFor();
+      assert.equal(await opener.getAttribute('aria-expanded'), 'true');
+      assert.equal(await opener.getAttribute('aria-controls'), await menu.getAttribute('id'));
+      assert.deepEqual(await menu.getByRole('menuitem').allTextContents(),
+        ['Rename', 'Change type', 'Regenerate', 'Disable', 'History', 'Delete']);
+      assert.equal(await focused(), 'Rename');
+      await p.keyboard.press('ArrowDown');
+      assert.equal(await focused(), 'Change type');
+      await p.keyboard.press('ArrowUp');
+      await p.keyboard.press('ArrowUp');
+      assert.equal(await focused(), 'Delete');
+      await p.keyboard.press('Home');
+      assert.equal(await focused(), 'Rename');
+      await p.keyboard.press('End');
+      assert.equal(await focused(), 'Delete');
+      await p.keyboard.press('h');
+      assert.equal(await focused(), 'History');
+      await shot(p, '13-row-menu');
+      // Escape closes it and focus goes back to its button.
+      await p.keyboard.press('Escape');
+      await menu.waitFor({ state: 'detached' });
+      assert.equal(await opener.getAttribute('aria-expanded'), 'false');
+      assert.equal(await focused(), `Actions for ${k.name}`);
+
+      // Space opens it too; Enter on an item runs it; the dialog gives focus back to the button.
+      await p.keyboard.press('Space');
+      await menu.waitFor();
+      assert.equal(await focused(), 'Rename');
+      await p.keyboard.press('Enter');
+      const dlg = p.getByRole('dialog', { name: `Rename “${k.name}”` });
+      await dlg.waitFor();
+      await p.keyboard.press('Escape');
+      await dlg.waitFor({ state: 'hidden' });
+      assert.equal(await focused(), `Actions for ${k.name}`);
+
+      // ArrowUp opens it on the last item; Tab closes it.
+      await p.keyboard.press('ArrowUp');
+      await menu.waitFor();
+      assert.equal(await focused(), 'Delete');
+      await p.keyboard.press('Tab');
+      await menu.waitFor({ state: 'detached' });
+      assert.equal(await opener.getAttribute('aria-expanded'), 'false');
+
+      // A click elsewhere closes it; a click on an item runs it.
+      await opener.click();
+      await menu.waitFor();
+      await p.locator('#keys-title').click();
+      await menu.waitFor({ state: 'detached' });
+      await opener.click();
+      await menu.getByRole('menuitem', { name: 'Disable' }).click();
+      await eventually(async () => assert.equal((await textOf(row.locator('td[data-label="Status"]'))).trim(), 'disabled'));
+      assert.equal((await verify(k.secret)).code, 'DISABLED');
+      await eventually(async () => assert.equal(await focused(), `Actions for ${k.name}`));
+      await opener.click();
+      assert.deepEqual(await menu.getByRole('menuitem').allTextContents(),
+        ['Rename', 'Change type', 'Regenerate', 'Enable', 'History', 'Delete']);
+      await p.keyboard.press('Escape');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('keeps the once-shown secret open until the admin confirms it is copied', async () => {
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      const name = uniqueName('secret');
+      await button(p, 'Create New API Key').click();
+      const create = p.getByRole('dialog', { name: 'Create New API Key' });
+      await create.getByLabel('Name', { exact: true }).fill(name);
+      await button(create, 'Create key').click();
+      const dlg = p.getByRole('dialog', { name: 'Your new API key' });
+      await dlg.waitFor();
+      const secret = await dlg.getByLabel('Secret', { exact: true }).inputValue();
+      assert.match(secret, /^klk_/);
+      const close = button(dlg, 'Close');
+      assert.equal(await close.getAttribute('aria-disabled'), 'true');
+      const hint = dlg.locator('#secret-close-hint');
+
+      // Escape does not close it: it says what to do and moves focus to the confirmation.
+      await p.keyboard.press('Escape');
+      await eventually(async () => assert.match(await textOf(hint), /tick “I have copied the secret” first/));
+      assert.ok(await dlg.isVisible());
+      assert.equal(await p.evaluate(() => document.activeElement.id), 'secret-confirm');
+      await shot(p, '14-secret-needs-confirmation');
+      // Nor does Escape again (browsers force a close on a repeated Escape: it opens again).
+      await p.keyboard.press('Escape');
+      await p.keyboard.press('Escape');
+      await p.waitForTimeout(200);
+      assert.ok(await dlg.isVisible());
+      assert.equal(await dlg.getByLabel('Secret', { exact: true }).inputValue(), secret);
+      // Nor a click on the backdrop, nor the close button.
+      await p.mouse.click(5, 5);
+      await p.waitForTimeout(100);
+      assert.ok(await dlg.isVisible());
+      // (aria-disabled keeps the button focusable; playwright only clicks it when forced.)
+      await close.click({ force: true });
+      await eventually(async () => assert.match(await textOf(hint), /tick “I have copied the secret” first/));
+      assert.ok(await dlg.isVisible());
+      assert.equal(await dlg.getByLabel('Secret', { exact: true }).inputValue(), secret);
+
+      // Confirmed: the button closes it, and the secret leaves the page.
+      await dlg.getByLabel('I have copied the secret and stored it safely').check();
+      assert.equal(await close.getAttribute('aria-disabled'), 'false');
+      await close.click();
+      await dlg.waitFor({ state: 'hidden' });
+      assert.equal(await p.locator('#secret-value').inputValue(), '');
+      assert.equal((await p.content()).includes(secret), false);
+      assert.equal(await p.evaluate(() => document.activeElement.id), 'open-create-key');
+
+      // The next secret asks again.
+      await keyAction(p, name, 'Regenerate');
+      const regen = p.getByRole('dialog', { name: `Regenerate “${name}”` });
+      await button(regen, 'Regenerate').click();
+      const again = p.getByRole('dialog', { name: 'New secret' });
+      await again.waitFor();
+      assert.equal(await again.getByLabel('I have copied the secret and stored it safely').isChecked(), false);
+      await p.keyboard.press('Escape');
+      await p.waitForTimeout(100);
+      assert.ok(await again.isVisible());
+      await closeSecret(again);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('marks a key whose previous secret still works after a regenerate', async () => {
+    const graced = await createKey(uniqueName('graced'));
+    const cut = await createKey(uniqueName('cut-over'));
+    const g = await apiAs(ADMIN, 'POST', `/v1/admin/api-keys/${graced.id}/regenerate`, { grace_seconds: 7200 });
+    assert.equal(g.status, 200, g.text);
+    const c = await apiAs(ADMIN, 'POST', `/v1/admin/api-keys/${cut.id}/regenerate`, { grace_seconds: 0 });
+    assert.equal(c.status, 200, c.text);
+    const until = g.body.api_key.previous_valid_until;
+    assert.ok(new Date(until) > new Date());
+    assert.ok(c.body.api_key.previous_valid_until);
+
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      const gracedRow = p.locator(`#keys-body tr[data-key-name="${graced.name}"]`);
+      await gracedRow.waitFor();
+      const badge = gracedRow.locator('.badge', { hasText: 'old secret valid until' });
+      await badge.waitFor();
+      assert.match((await textOf(badge)).trim(), /^old secret valid until \d{4}-\d\d-\d\d \d\d:\d\d$/);
+      assert.equal(await badge.locator('time').getAttribute('datetime'), until);
+      // Both secrets work meanwhile.
+      assert.equal((await verify(graced.secret)).code, 'VALID');
+      assert.equal((await verify(g.body.secret)).code, 'VALID');
+      // A regenerate with no grace leaves nothing to mark.
+      const cutRow = p.locator(`#keys-body tr[data-key-name="${cut.name}"]`);
+      assert.equal(await cutRow.locator('.badge', { hasText: 'old secret valid until' }).count(), 0);
+      await gracedRow.scrollIntoViewIfNeeded();
+      await shot(p, '15-grace-badge');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('lists the audit log newest first and pages to older entries', async () => {
+    // Enough key creations for two pages of three, whatever ran before.
+    for (let i = 0; i < 6; i += 1) await createKey(uniqueName('log'));
+    const latest = (await apiAs(ADMIN, 'GET', '/v1/audit/events?order=desc&limit=1')).body.events[0].seq;
+    const { context, page: p } = await freshPage(browser, problems);
+    try {
+      await button(p, 'Audit').click();
+      const seqs = () => p.locator('#log-body tr').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+      // The first page opens on the newest entries.
+      await eventually(async () => {
+        const shown = await seqs();
+        assert.ok(shown.length > 0);
+        assert.ok(shown[0] >= latest, `first row seq ${shown[0]}, newest ${latest}`);
+        assert.deepEqual(shown, [...shown].sort((a, b) => b - a));
+      });
+      assert.match(await textOf(p.locator('#log-summary')), /^Page 1, newest first:/);
+      assert.equal(await button(p, 'Newer entries').isDisabled(), true);
+
+      // Older pages follow next_before; Newer goes back; Newest starts over.
+      const created = (await apiAs(ADMIN, 'GET', '/v1/audit/events?type=api_key.created&order=desc&limit=1000'))
+        .body.events.map((e) => e.seq);
+      const form = p.locator('#log-form');
+      await form.getByLabel('Event type').fill('api_key.created');
+      await form.getByLabel('Per page').fill('3');
+      await button(form, 'Search log').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(0, 3)));
+      const older = p.waitForRequest((r) => r.url().includes('/v1/audit/events?') && r.url().includes(`before=${created[2]}`));
+      await button(p, 'Older entries').click();
+      const req = new URL((await older).url());
+      assert.equal(req.searchParams.get('order'), 'desc');
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(3, 6)));
+      assert.match(await textOf(p.locator('#log-summary')), /^Page 2, newest first: 3 entries/);
+      await button(p, 'Older entries').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(6, 9)));
+      await button(p, 'Newer entries').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(3, 6)));
+      await button(p, 'Newest entries').click();
+      await eventually(async () => assert.deepEqual(await seqs(), created.slice(0, 3)));
+      assert.equal(await button(p, 'Newer entries').isDisabled(), true);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('shows auditors actors by name, asking the server once per id', async () => {
+    // Two admin users act with tokens (user actors); an auditor reads the log.
+    const tag = uniqueName('names');
+    const actors = [];
+    for (const who of ['known', 'unknown']) {
+      const u = await apiAs(ADMIN, 'POST', '/v1/admin/users', { email: `${tag}-${who}@example.com`, role: 'admin' });
+      assert.equal(u.status, 201, u.text);
+      const pat = await apiAs(ADMIN, 'POST', `/v1/admin/users/${u.body.user.id}/tokens`, { name: 'laptop', expires_in_days: 1 });
+      const key = await createKey(uniqueName(`made-by-${who}`), 'basic', pat.body.secret);
+      actors.push({ user: u.body.user, key });
+    }
+    const [known, unknown] = actors;
+    // The admin users go again (they must not count as admin credentials for other tests).
+    for (const a of actors) assert.equal((await apiAs(ADMIN, 'DELETE', `/v1/admin/users/${a.user.id}`)).status, 204);
+    const auditor = await apiAs(ADMIN, 'POST', '/v1/admin/users', { email: `${tag}-auditor@example.com`, role: 'auditor' });
+    const auditorPat = await apiAs(ADMIN, 'POST', `/v1/admin/users/${auditor.body.user.id}/tokens`, { name: 'laptop', expires_in_days: 1 });
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const p = await context.newPage();
+    p.setDefaultTimeout(10000);
+    watch(p, problems);
+    const lookups = [];
+    p.on('request', (r) => {
+      const m = new URL(r.url()).pathname.match(/^\/v1\/audit\/principals\/([^/]+)$/);
+      if (m) lookups.push(m[1]);
+    });
+    try {
+      // One principal the server "does not know" (404): the page falls back to its id prefix.
+      await p.route(`${BASE}/v1/audit/principals/${unknown.user.id}`, (route) => route.fulfill({
+        status: 404, contentType: 'application/json',
+        body: JSON.stringify({ error: { code: 'principal_not_found', message: 'no service account or user with this id' } }),
+      }));
+      await signIn(p, auditorPat.body.secret);
+      await p.locator('#view-audit').waitFor();
+
+      // The log as it opens: the deactivations by the bootstrap key are among the newest
+      // entries, under its name; no actor is left as an id.
+      const id = unknown.user.id;
+      const unknownPrefix = `${id.slice(0, 8)}…${id.slice(-4)} (user)`;
+      const actorCells = p.locator('#log-body td[data-label="Actor"]');
+      await eventually(async () => {
+        const shown = await actorCells.allTextContents();
+        assert.ok(shown.includes('bootstrap-admin (API key)'), String(shown));
+        assert.deepEqual(shown.filter((a) => a.includes('…') && a !== unknownPrefix), [], 'actors shown as ids');
+      });
+
+      // A user actor by its email; the unknown one by its id prefix.
+      const form = p.locator('#log-form');
+      const createdBy = async (key) => {
+        await form.getByLabel('Stream').fill(`api_key/${key.id}`);
+        await button(form, 'Search log').click();
+        const row = p.locator(`#log-body tr[data-type="api_key.created"]`);
+        await eventually(async () => assert.match(await textOf(row.locator('td[data-label="Stream"]')), new RegExp(`${key.name}$`)));
+        return (await textOf(row.locator('td[data-label="Actor"]'))).trim();
+      };
+      assert.equal(await createdBy(known.key), `${known.user.email} (user)`);
+      assert.equal(await createdBy(unknown.key), unknownPrefix);
+
+      // Each id asked for once, however many rows, pages and searches name it; never the system.
+      await form.getByLabel('Stream').fill('');
+      await form.getByLabel('Per page').fill('5');
+      await button(form, 'Search log').click();
+      await eventually(async () => assert.equal(await p.locator('#log-body tr').count(), 5));
+      await button(p, 'Older entries').click();
+      await button(p, 'Older entries').click();
+      await button(p, 'Newest entries').click();
+      await eventually(async () => assert.equal(await button(p, 'Newer entries').isDisabled(), true));
+      assert.ok(lookups.includes(known.user.id), String(lookups));
+      assert.deepEqual(lookups, [...new Set(lookups)], 'each id looked up once');
+      assert.ok(!lookups.includes('keyledger'), 'the system actor is not looked up');
+      await shot(p, '16-auditor-names');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('searches, sorts and pages API keys and users on the server', async () => {
+    const tag = uniqueName('bulk');
+    const names = [];
+    for (let i = 1; i <= 12; i += 1) {
+      const n = `${tag}-${String(i).padStart(2, '0')}`;
+      await createKey(n);
+      names.push(n);
+    }
+    const { context, page: p } = await freshPage(browser, problems);
+    const listed = [];
+    p.on('request', (r) => {
+      if (r.url().includes('/v1/admin/api-keys?')) listed.push(new URL(r.url()).searchParams);
+    });
+    try {
+      const view = p.locator('#view-keys');
+      await p.locator('#keys-body tr').first().waitFor();
+      listed.length = 0;
+      // Typing searches on the server, once the typing pauses; case does not matter.
+      await view.getByLabel('Search keys').pressSequentially(tag.toUpperCase(), { delay: 20 });
+      await eventually(async () => assert.deepEqual(await keyNames(p), [...names].reverse()));
+      const searches = listed.filter((q) => q.get('q'));
+      assert.ok(searches.length >= 1 && searches.length < tag.length / 2, `${searches.length} searches for ${tag.length} keystrokes`);
+      assert.equal(searches.at(-1).get('q'), tag.toUpperCase());
+      assert.equal(await p.locator('#keys-table th[data-sort="created"]').getAttribute('aria-sort'), 'descending');
+
+      // A header sorts on the server and says so with aria-sort.
+      const nameHeader = p.locator('#keys-table th[data-sort="name"]');
+      await button(nameHeader, 'Name').click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), names));
+      assert.equal(await nameHeader.getAttribute('aria-sort'), 'ascending');
+      assert.equal(await p.locator('#keys-table th[data-sort="created"]').getAttribute('aria-sort'), null);
+      assert.equal(listed.at(-1).get('sort'), 'name');
+      await button(nameHeader, 'Name').click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), [...names].reverse()));
+      assert.equal(await nameHeader.getAttribute('aria-sort'), 'descending');
+      assert.equal(listed.at(-1).get('sort'), '-name');
+
+      // Pages of ten: Next follows next_after, Previous goes back through the cursors.
+      const desc = [...names].reverse();
+      await view.getByLabel('Per page').selectOption('10');
+      await eventually(async () => assert.deepEqual(await keyNames(p), desc.slice(0, 10)));
+      assert.equal(listed.at(-1).get('limit'), '10');
+      const prev = button(p, 'Previous page of API keys');
+      const next = button(p, 'Next page of API keys');
+      assert.equal(await prev.isDisabled(), true);
+      await next.click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), desc.slice(10)));
+      assert.ok(listed.at(-1).get('after'), 'the second page starts after a cursor');
+      assert.equal(await next.isDisabled(), true);
+      assert.match(await textOf(p.locator('#keys-summary')), /^Page 2: 2 keys matching/);
+      await shot(p, '17-keys-search-sort-page');
+      await prev.click();
+      await eventually(async () => assert.deepEqual(await keyNames(p), desc.slice(0, 10)));
+      assert.equal(await prev.isDisabled(), true);
+
+      // Nothing found says so.
+      await view.getByLabel('Search keys').fill(`${tag}-none`);
+      await p.locator('#keys-empty').waitFor();
+      assert.match(await textOf(p.locator('#keys-empty')), new RegExp(`^No API key matches “${tag}-none”\\.$`));
+      assert.equal(await p.locator('#keys-body tr').count(), 0);
+
+      // Users: the same.
+      for (const who of ['b', 'c', 'a']) {
+        const r = await apiAs(ADMIN, 'POST', '/v1/admin/users', { email: `${tag}-${who}@example.com`, role: 'basic' });
+        assert.equal(r.status, 201, r.text);
+      }
+      await button(p, 'Users & tokens').click();
+      const users = p.locator('#view-users');
+      await users.getByLabel('Search users').fill(tag.toUpperCase());
+      const emails = () => p.locator('#users-body tr').evaluateAll((rows) => rows.map((r) => r.dataset.userEmail));
+      await eventually(async () => assert.deepEqual(await emails(), ['a', 'c', 'b'].map((w) => `${tag}-${w}@example.com`)));
+      await button(p.locator('#users-table th[data-sort="name"]'), 'Email').click();
+      await eventually(async () => assert.deepEqual(await emails(), ['a', 'b', 'c'].map((w) => `${tag}-${w}@example.com`)));
+      assert.equal(await p.locator('#users-table th[data-sort="name"]').getAttribute('aria-sort'), 'ascending');
+      await users.getByLabel('Per page').selectOption('10');
+      assert.equal(await button(p, 'Next page of users').isDisabled(), true);
+    } finally {
+      await context.close();
     }
   });
 

@@ -12,6 +12,7 @@
 #   KEYLEDGER_BIN   use this binary instead of building target/debug/keyledger
 #   CHROMIUM        browser executable (default /usr/bin/chromium)
 #   SCREENSHOT_DIR  where screenshots go (default <repo>/screenshots)
+#   KEYLEDGER_E2E_ONLY  run only the tests whose names match this regular expression
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,5 +62,7 @@ mkdir -p "$SCREENSHOT_DIR"
 # Node's TAP summary (`# pass N`, `# fail 0`) is the last thing printed; the server's log is
 # copied to $SCREENSHOT_DIR/server.log on exit.
 status=0
-(cd "$here" && node --test --test-reporter=tap admin.spec.mjs) || status=$?
+only=()
+[[ -n "${KEYLEDGER_E2E_ONLY:-}" ]] && only=(--test-name-pattern="$KEYLEDGER_E2E_ONLY")
+(cd "$here" && node --test --test-reporter=tap "${only[@]}" admin.spec.mjs) || status=$?
 exit "$status"
