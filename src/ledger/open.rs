@@ -107,7 +107,14 @@ pub(super) fn replay(
 ) -> Result<Opened, OpenError> {
     let key = *verifier.verifying_key();
     let head = store.head()?;
-    let end = store.end()?;
+    // On a shared store other nodes append while this one reads: the log to check is the
+    // one the head read covers, and entries past it are theirs, not damage. A store only
+    // this process writes has nothing past its checkpoint unless it was damaged.
+    let (end, scan_to) = if store.is_shared() {
+        (head.size, head.size)
+    } else {
+        (store.end()?, u64::MAX)
+    };
     let checkpoint = match &head.checkpoint {
         Some(note) => open_checkpoint(note, verifier)?,
         None if end == 0 => empty_checkpoint(verifier.name()),
@@ -126,6 +133,7 @@ pub(super) fn replay(
         &checkpoint.checkpoint,
         snapshot,
         every_signature,
+        scan_to,
     ) {
         Err(ScanError::StaleSnapshot) => {
             tracing::warn!(
@@ -139,6 +147,7 @@ pub(super) fn replay(
                 &checkpoint.checkpoint,
                 None,
                 every_signature,
+                scan_to,
             )
         }
         other => other,
@@ -193,6 +202,7 @@ fn scan(
     checkpoint: &Checkpoint,
     snapshot: Option<Snapshot>,
     every_signature: bool,
+    scan_to: u64,
 ) -> Result<Scanned, ScanError> {
     let (fast_until, snapshot_root, state, projections) = match snapshot {
         Some(s) => (s.size, Some(s.root), s.state, s.projections),
@@ -212,7 +222,7 @@ fn scan(
     };
     let mut leaves = store.leaves(0, fast_until);
     let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
-    for item in store.entries(0, u64::MAX) {
+    for item in store.entries(0, scan_to) {
         let (seq, bytes) = item?;
         let expected = scan.frontier.size() + chunk.len() as u64;
         if seq != expected {

@@ -180,7 +180,16 @@ impl Postgres {
             .arg("-D")
             .arg(root.path().join("data"))
             .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
-            .args(["-U", "keyledger", "-R", "-X", "stream", "--no-sync"])
+            .args([
+                "-U",
+                "keyledger",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ])
             .arg(format!("--dbname=application_name={name}"))
             .stdin(Stdio::null())
             .output()
