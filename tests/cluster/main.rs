@@ -12,6 +12,7 @@ mod postgres_server;
 mod races;
 mod reads;
 mod start;
+mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,31 @@ impl Cluster {
             .expect("export");
         assert_eq!(response.status(), 200);
         response.text().await.expect("export body")
+    }
+
+    /// The export every running node agrees on once each has caught up with the last
+    /// appends (nodes see each other's commits within milliseconds, not at once); panics if
+    /// they do not agree within ten seconds.
+    pub async fn converged_export(&self) -> String {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect();
+        eventually(
+            Duration::from_secs(10),
+            "every node exports the same log",
+            || {
+                let running = running.clone();
+                async move {
+                    let mut exports = Vec::new();
+                    for i in running {
+                        exports.push(self.export(i).await);
+                    }
+                    let first = exports.first()?.clone();
+                    exports.iter().all(|e| *e == first).then_some(first)
+                }
+            },
+        )
+        .await
     }
 
     /// The log, read straight from the database: `(seq, entry JSON)`.
