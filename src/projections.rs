@@ -67,8 +67,12 @@ impl<T> Default for Interner<T> {
 
 impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
     fn intern(&mut self, value: &T) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
         let next = self.ids.len() as u32;
-        *self.ids.entry(value.clone()).or_insert(next)
+        self.ids.insert(value.clone(), next);
+        next
     }
 
     fn get(&self, value: &T) -> Option<u32> {

@@ -40,6 +40,11 @@ pub fn refusal(text: &str) -> Option<&'static str> {
 /// The form under which two names are the same name: NFKC, then lowercased, then NFKC
 /// again (lowercasing can denormalise), an approximation of Unicode's NFKC_Casefold.
 pub fn fold(text: &str) -> String {
+    // ASCII is its own NFKC form: lowercasing is all there is to do (every replay applies
+    // every name, so this path matters).
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     text.nfkc()
         .flat_map(char::to_lowercase)
         .nfkc()

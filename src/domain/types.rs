@@ -176,6 +176,38 @@ impl Timestamp {
             .map(|t| Timestamp::from_datetime(t.with_timezone(&Utc)))
     }
 
+    /// Parses exactly the canonical form (`2026-11-28T21:31:06.123456Z`), nothing else:
+    /// what an entry's `at` must be. Cheaper than parsing any RFC 3339 and printing it back.
+    pub fn parse_canonical(s: &str) -> Option<Timestamp> {
+        let b = s.as_bytes();
+        if b.len() != 27 {
+            return None;
+        }
+        let shape_ok = b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            26 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+        if !shape_ok {
+            return None;
+        }
+        let num = |from: usize, to: usize| -> u32 {
+            b[from..to]
+                .iter()
+                .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'))
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(num(0, 4) as i32, num(5, 7), num(8, 10))?;
+        let (hour, minute, second) = (num(11, 13), num(14, 16), num(17, 19));
+        if second > 59 {
+            return None;
+        }
+        let time = date.and_hms_micro_opt(hour, minute, second, num(20, 26))?;
+        Some(Timestamp(time.and_utc()))
+    }
+
     /// The canonical text form: UTC, six fractional digits, `Z`.
     pub fn to_rfc3339(self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Micros, true)

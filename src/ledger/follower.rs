@@ -90,10 +90,9 @@ impl Follower {
             let checkpoint = open_checkpoint(note, &self.shared.verifier)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let mut entries = Vec::with_capacity((head.size - published) as usize);
-            let mut leaves = Vec::with_capacity(entries.capacity());
             for item in self.shared.store.entries(published, head.size) {
                 let (seq, bytes) = item?;
-                let entry = seal::parse_entry(&bytes)
+                let entry = seal::parse_authenticated(&bytes)
                     .map_err(|e| StoreError::Corrupt(format!("entry {seq}: {e}")))?;
                 if entry.seq != seq {
                     return Err(StoreError::Corrupt(format!(
@@ -101,12 +100,10 @@ impl Follower {
                         entry.seq
                     )));
                 }
-                leaves.push(merkle::leaf_hash(&bytes));
-                entries.push(entry);
+                entries.push((Arc::new(entry), merkle::leaf_hash(&bytes)));
             }
-            let refs: Vec<_> = entries.iter().collect();
             self.shared
-                .publish(&refs, &leaves, checkpoint)
+                .publish(&entries, checkpoint)
                 .map_err(StoreError::Corrupt)?;
         }
         self.shared.confirm_current(asked_at);

@@ -120,7 +120,14 @@ struct ReadSide {
     /// checkpoint before anyone can see it. Held while publishing, so publications are
     /// serialised.
     frontier: Mutex<Frontier>,
+    /// The last entries published, parsed, with their leaf hashes: the writer catches up
+    /// from here (already checked against a signed checkpoint) rather than reading and
+    /// parsing them from the store a second time.
+    recent: Mutex<std::collections::VecDeque<(Arc<Entry>, Hash)>>,
 }
+
+/// Entries kept in [`ReadSide::recent`].
+const RECENT: usize = 8192;
 
 /// State shared between the writer, the follower and readers.
 struct Shared {
@@ -156,11 +163,10 @@ impl Shared {
 
     /// Makes committed entries visible, in seq order. Entries already applied are skipped;
     /// the rest must continue the published log, and the tree they extend must reach
-    /// `checkpoint`'s root, or nothing is applied. `leaves` are the entries' leaf hashes.
+    /// `checkpoint`'s root, or nothing is applied. Each entry comes with its leaf hash.
     fn publish(
         &self,
-        entries: &[&Entry],
-        leaves: &[Hash],
+        entries: &[(Arc<Entry>, Hash)],
         checkpoint: CheckpointState,
     ) -> Result<(), String> {
         let mut frontier = self.read.frontier.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,9 +174,9 @@ impl Shared {
         if checkpoint.checkpoint.size <= published {
             return Ok(());
         }
-        let start = entries.partition_point(|e| e.seq < published);
-        let (fresh, fresh_leaves) = (&entries[start..], &leaves[start..]);
-        if fresh.first().map(|e| e.seq) != Some(published)
+        let start = entries.partition_point(|(e, _)| e.seq < published);
+        let fresh = &entries[start..];
+        if fresh.first().map(|(e, _)| e.seq) != Some(published)
             || published + fresh.len() as u64 != checkpoint.checkpoint.size
         {
             return Err(format!(
@@ -179,7 +185,7 @@ impl Shared {
             ));
         }
         let mut extended = frontier.clone();
-        for leaf in fresh_leaves {
+        for (_, leaf) in fresh {
             extended.push(*leaf);
         }
         if extended.root() != checkpoint.checkpoint.root {
@@ -190,8 +196,15 @@ impl Shared {
         }
         {
             let mut state = self.read.state.write().unwrap_or_else(|p| p.into_inner());
-            for entry in fresh {
+            for (entry, _) in fresh {
                 state.apply(entry);
+            }
+        }
+        {
+            let mut recent = self.read.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.extend(fresh.iter().cloned());
+            while recent.len() > RECENT {
+                recent.pop_front();
             }
         }
         {
@@ -200,7 +213,7 @@ impl Shared {
                 .projections
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            for entry in fresh {
+            for (entry, _) in fresh {
                 projections.apply(entry);
             }
         }
@@ -307,6 +320,7 @@ impl Ledger {
                 projections: RwLock::new(opened.projections),
                 checkpoint: RwLock::new(Arc::new(opened.checkpoint.clone())),
                 frontier: Mutex::new(opened.frontier.clone()),
+                recent: Mutex::new(std::collections::VecDeque::new()),
             },
             verifier,
             available: AtomicBool::new(true),

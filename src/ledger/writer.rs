@@ -51,7 +51,7 @@ pub(super) struct Writer {
 /// signed checkpoint.
 #[derive(Default)]
 struct CaughtUp {
-    entries: Vec<(Entry, Hash)>,
+    entries: Vec<(Arc<Entry>, Hash)>,
     /// The head's checkpoint, when there was anything to catch up with.
     checkpoint: Option<CheckpointState>,
 }
@@ -98,7 +98,7 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.commit(batch);
+                self.commit(batch, &mut rx, &mut shutdown);
             }
             if let Some(done) = shutdown {
                 rx.close();
@@ -144,7 +144,12 @@ impl Writer {
         LedgerError::Unreachable
     }
 
-    fn commit(&mut self, requests: Vec<WriteRequest>) {
+    fn commit(
+        &mut self,
+        mut requests: Vec<WriteRequest>,
+        rx: &mut mpsc::Receiver<Message>,
+        shutdown: &mut Option<oneshot::Sender<()>>,
+    ) {
         if self.failed {
             return Writer::refuse_all(requests, LedgerError::Unavailable);
         }
@@ -160,6 +165,16 @@ impl Writer {
             }
         };
         let locked_at = Instant::now();
+        // While this node waited for the lock (another node held it), more commands
+        // arrived: they join this batch, so that contention makes batches larger rather
+        // than the lock busier.
+        while shutdown.is_none() && requests.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Message::Write(request)) => requests.push(request),
+                Ok(Message::Shutdown(done)) => *shutdown = Some(done),
+                Err(_) => break,
+            }
+        }
         let caught_up = match self.catch_up(lock.as_mut()) {
             Ok(caught_up) => caught_up,
             Err(e) => {
@@ -260,27 +275,45 @@ impl Writer {
             return Ok(CaughtUp::default());
         }
         let note = head.checkpoint.as_deref().unwrap_or("");
-        let checkpoint = open_checkpoint(note, &self.shared.verifier)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let rows = lock.entries(mine, head.size)?;
+        // The follower has usually checked this very note already.
+        let published = self
+            .shared
+            .read
+            .checkpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let checkpoint = if published.note == note {
+            (*published).clone()
+        } else {
+            open_checkpoint(note, &self.shared.verifier)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        };
+        let fetched = match self.recent(mine, head.size) {
+            Some(entries) => entries,
+            None => lock
+                .entries(mine, head.size)?
+                .into_iter()
+                .map(|(seq, bytes)| {
+                    let entry = seal::parse_authenticated(&bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("entry {seq}: {e}")))?;
+                    Ok((Arc::new(entry), merkle::leaf_hash(&bytes)))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?,
+        };
         let mut frontier = self.frontier.clone();
-        let mut entries = Vec::with_capacity(rows.len());
         let mut last_at = self.state.last_at;
         let mut versions = std::collections::HashMap::new();
-        for (i, (seq, bytes)) in rows.into_iter().enumerate() {
+        for (i, (entry, leaf)) in fetched.iter().enumerate() {
             let expected = mine + i as u64;
-            let entry = seal::parse_entry(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("entry {seq}: {e}")))?;
             let version = *versions
                 .entry(entry.stream)
                 .or_insert_with(|| self.state.version(&entry.stream));
-            chain::check_next(&entry, expected, version, last_at)
-                .map_err(|e| StoreError::Corrupt(format!("entry {seq}: {e}")))?;
+            chain::check_next(entry, expected, version, last_at)
+                .map_err(|e| StoreError::Corrupt(format!("entry {expected}: {e}")))?;
             versions.insert(entry.stream, entry.version);
             last_at = Some(entry.at);
-            let leaf = merkle::leaf_hash(&bytes);
-            frontier.push(leaf);
-            entries.push((entry, leaf));
+            frontier.push(*leaf);
         }
         if frontier.size() != head.size || frontier.root() != checkpoint.checkpoint.root {
             return Err(StoreError::Corrupt(format!(
@@ -288,14 +321,36 @@ impl Writer {
                 head.size
             )));
         }
-        for (entry, _) in &entries {
+        for (entry, _) in &fetched {
             self.state.apply(entry);
         }
         self.frontier = frontier;
         Ok(CaughtUp {
-            entries,
+            entries: fetched,
             checkpoint: Some(checkpoint),
         })
+    }
+
+    /// Entries `[from, to)` from those the read side published last, if it holds them all.
+    fn recent(&self, from: u64, to: u64) -> Option<Vec<(Arc<Entry>, Hash)>> {
+        let recent = self
+            .shared
+            .read
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let first = recent.front()?.0.seq;
+        let last = recent.back()?.0.seq;
+        if from < first || to > last + 1 {
+            return None;
+        }
+        let start = (from - first) as usize;
+        Some(
+            recent
+                .range(start..start + (to - from) as usize)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Decides every command against the write model, signs the entries and extends the
@@ -381,12 +436,10 @@ impl Writer {
         committed: Option<(Vec<Hash>, CheckpointState)>,
         locked_at: Instant,
     ) {
-        let mut entries: Vec<&Entry> = caught_up.entries.iter().map(|(e, _)| e).collect();
-        let mut leaves: Vec<Hash> = caught_up.entries.iter().map(|(_, l)| *l).collect();
+        let mut entries = caught_up.entries;
         let checkpoint = match (committed, caught_up.checkpoint) {
             (Some((own_leaves, checkpoint)), _) => {
-                entries.extend_from_slice(own);
-                leaves.extend(own_leaves);
+                entries.extend(own.iter().map(|e| Arc::new((*e).clone())).zip(own_leaves));
                 checkpoint
             }
             (None, Some(checkpoint)) => checkpoint,
@@ -395,7 +448,7 @@ impl Writer {
                 return;
             }
         };
-        match self.shared.publish(&entries, &leaves, checkpoint) {
+        match self.shared.publish(&entries, checkpoint) {
             Ok(()) => self.shared.confirm_current(locked_at),
             Err(why) => {
                 tracing::error!(error = %why, "could not publish committed entries");

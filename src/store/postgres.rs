@@ -28,7 +28,10 @@ use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, NoTls};
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::{
     CommitBatch, CommitTimes, EntryIter, Head, HeadLock, LeafIter, Store, StoreError,
@@ -38,7 +41,8 @@ use crate::crypto::merkle::Hash;
 
 /// The schema keyledger's tables live in.
 pub const SCHEMA: &str = "keyledger";
-/// The channel appends are announced on (the payload is the new size).
+/// The channel appends are announced on (the payload is the new size); the append
+/// statement in [`PgHeadLock::commit`] names it too.
 pub const CHANNEL: &str = "keyledger_log";
 /// Rows fetched per query when streaming entries or leaves.
 const CHUNK: i64 = 1000;
@@ -75,12 +79,57 @@ const SESSION: &str = "SET synchronous_commit = on;
      SET lock_timeout = '10s';
      SET idle_in_transaction_session_timeout = '15s'";
 
+/// A connection and the statements prepared on it: each statement is parsed and planned
+/// once per connection, not once per call (which would double the round trips).
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+}
+
 /// A log in PostgreSQL.
 pub struct PgStore {
     config: Config,
-    /// `host:port/db` list, for messages (never the password).
+    /// `host:port` list and database, for messages (never the password).
     described: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
     /// The connection that `LISTEN`s for appends, made on first use.
     listener: Mutex<Option<Client>>,
 }
@@ -168,27 +217,34 @@ impl PgStore {
         Ok(client)
     }
 
-    /// A pooled connection, returned to the pool when dropped unless it failed.
-    fn client(&self) -> Result<Pooled<'_>, StoreError> {
-        let reused = self.lock_idle().pop();
-        let client = match reused {
-            Some(client) if !client.is_closed() => client,
-            _ => self.new_client()?,
-        };
-        Ok(Pooled {
-            store: self,
-            client: Some(client),
+    fn new_conn(&self) -> Result<Conn, StoreError> {
+        Ok(Conn {
+            client: self.new_client()?,
+            prepared: HashMap::new(),
         })
     }
 
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Client>> {
+    /// A pooled connection, returned to the pool when dropped unless it failed.
+    fn client(&self) -> Result<Pooled<'_>, StoreError> {
+        let reused = self.lock_idle().pop();
+        let conn = match reused {
+            Some(conn) if !conn.client.is_closed() => conn,
+            _ => self.new_conn()?,
+        };
+        Ok(Pooled {
+            store: self,
+            conn: Some(conn),
+        })
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Creates the schema and applies missing migrations, one node at a time.
     fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client()?;
-        let mut tx = client.get().transaction().map_err(classify)?;
+        let mut tx = client.get().client.transaction().map_err(classify)?;
         // Serialises concurrent first starts; released with the transaction.
         tx.execute("SELECT pg_advisory_xact_lock(8154923017)", &[])
             .map_err(classify)?;
@@ -236,7 +292,12 @@ impl PgStore {
 
     /// Reads up to [`CHUNK`] rows of `(key, bytes)` from a `SELECT ... WHERE key >= $1 AND
     /// key < $2 ORDER BY key LIMIT $3`.
-    fn chunk(&self, sql: &str, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn chunk(
+        &self,
+        sql: &'static str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let (from, to) = (to_i64(from), to_i64(to));
         let mut client = self.client()?;
         let rows = client
@@ -317,14 +378,14 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
 /// A pooled connection.
 struct Pooled<'a> {
     store: &'a PgStore,
-    client: Option<Client>,
+    conn: Option<Conn>,
 }
 
 impl Pooled<'_> {
-    fn get(&mut self) -> &mut Client {
-        match &mut self.client {
-            Some(client) => client,
-            // `client` is only taken by `drop`.
+    fn get(&mut self) -> &mut Conn {
+        match &mut self.conn {
+            Some(conn) => conn,
+            // `conn` is only taken by `drop`.
             None => unreachable!("a pooled connection is held until it is dropped"),
         }
     }
@@ -332,11 +393,11 @@ impl Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
+        if let Some(conn) = self.conn.take() {
+            if !conn.client.is_closed() {
                 let mut idle = self.store.lock_idle();
                 if idle.len() < POOL_IDLE {
-                    idle.push(client);
+                    idle.push(conn);
                 }
             }
         }
@@ -386,26 +447,29 @@ impl HeadLock for PgHeadLock<'_> {
         let indexes: Vec<i64> = batch.nodes.iter().map(|(_, i, _)| to_i64(*i)).collect();
         let hashes: Vec<&[u8]> = batch.nodes.iter().map(|(_, _, h)| h.as_slice()).collect();
         let size = to_i64(new_size);
-        let client = self.client.get();
-        let written = (|| {
-            client.execute(
-                "INSERT INTO keyledger.entries (seq, bytes) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-                &[&seqs, &bytes],
-            )?;
-            client.execute(
-                "INSERT INTO keyledger.nodes (level, idx, hash) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                &[&levels, &indexes, &hashes],
-            )?;
-            client.execute(
-                "UPDATE keyledger.head SET size = $1, checkpoint = $2 WHERE id",
-                &[&size, &batch.checkpoint],
-            )?;
-            client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &size.to_string()])?;
-            Ok::<(), postgres::Error>(())
-        })();
+        let conn = self.client.get();
+        // One statement, one round trip: the entries, their nodes, the head, the notice.
+        let written = conn.query(
+            "WITH e AS (INSERT INTO keyledger.entries (seq, bytes)
+                        SELECT * FROM unnest($1::bigint[], $2::bytea[])),
+                  n AS (INSERT INTO keyledger.nodes (level, idx, hash)
+                        SELECT * FROM unnest($3::smallint[], $4::bigint[], $5::bytea[])),
+                  h AS (UPDATE keyledger.head SET size = $6, checkpoint = $7 WHERE id)
+             SELECT pg_notify('keyledger_log', $8)",
+            &[
+                &seqs,
+                &bytes,
+                &levels,
+                &indexes,
+                &hashes,
+                &size,
+                &batch.checkpoint,
+                &size.to_string(),
+            ],
+        );
         if let Err(e) = written {
             // Not committed: the transaction is rolled back (or the connection is gone).
-            let _ = client.batch_execute("ROLLBACK");
+            let _ = conn.client.batch_execute("ROLLBACK");
             self.open = false;
             return Err(match e.code() {
                 Some(&SqlState::UNIQUE_VIOLATION) => StoreError::Conflict {
@@ -416,7 +480,7 @@ impl HeadLock for PgHeadLock<'_> {
             });
         }
         let started = Instant::now();
-        let committed = client.batch_execute("COMMIT");
+        let committed = conn.client.batch_execute("COMMIT");
         self.open = false;
         match committed {
             Ok(()) => Ok(CommitTimes {
@@ -433,7 +497,7 @@ impl HeadLock for PgHeadLock<'_> {
 impl Drop for PgHeadLock<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.client.get().batch_execute("ROLLBACK");
+            let _ = self.client.get().client.batch_execute("ROLLBACK");
         }
     }
 }
@@ -463,32 +527,49 @@ impl Store for PgStore {
 
     fn lock_head(&self) -> Result<Box<dyn HeadLock + '_>, StoreError> {
         let mut client = self.client()?;
-        client.get().batch_execute("BEGIN").map_err(classify)?;
-        let row = match client.get().query_one(
-            "SELECT size, checkpoint FROM keyledger.head WHERE id FOR UPDATE",
-            &[],
-        ) {
-            Ok(row) => row,
-            Err(e) => {
-                let _ = client.get().batch_execute("ROLLBACK");
-                return Err(classify(e));
-            }
-        };
-        let head = Head {
-            size: from_i64(row.get(0))?,
-            checkpoint: row.get(1),
-        };
+        // `BEGIN` and the locking read in one round trip (the simple protocol takes several
+        // statements): the lock is what every node's appends queue on, so every round trip
+        // held under it counts.
+        let messages =
+            match client.get().client.simple_query(
+                "BEGIN; SELECT size, checkpoint FROM keyledger.head WHERE id FOR UPDATE",
+            ) {
+                Ok(messages) => messages,
+                Err(e) => {
+                    let _ = client.get().client.batch_execute("ROLLBACK");
+                    return Err(classify(e));
+                }
+            };
+        let row = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        });
+        let parsed = row.and_then(|row| {
+            let size = row.get(0)?.parse::<u64>().ok()?;
+            Some(Head {
+                size,
+                checkpoint: row.get(1).map(str::to_string),
+            })
+        });
         let mut lock = PgHeadLock {
             client,
-            head,
+            head: Head::default(),
             open: true,
         };
-        if let Err(e) = check_head(&lock.head) {
-            let _ = lock.client.get().batch_execute("ROLLBACK");
-            lock.open = false;
-            return Err(e);
+        let checked = parsed
+            .ok_or_else(|| StoreError::Corrupt("the head row is missing or malformed".into()))
+            .and_then(|head| check_head(&head).map(|()| head));
+        match checked {
+            Ok(head) => {
+                lock.head = head;
+                Ok(Box::new(lock))
+            }
+            Err(e) => {
+                let _ = lock.client.get().client.batch_execute("ROLLBACK");
+                lock.open = false;
+                Err(e)
+            }
         }
-        Ok(Box::new(lock))
     }
 
     fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
