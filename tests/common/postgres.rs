@@ -168,6 +168,11 @@ impl Postgres {
     /// A standby of `primary` made with `pg_basebackup -R` (streaming replication), on its
     /// own port, started. `name` is its `application_name` (for `synchronous_standby_names`).
     pub fn standby_of(primary: &Postgres, name: &str) -> Postgres {
+        Postgres::standby_of_on(primary, name, free_port())
+    }
+
+    /// Like [`Postgres::standby_of`], on a given port (a failed primary's, say).
+    pub fn standby_of_on(primary: &Postgres, name: &str, port: u16) -> Postgres {
         let root = tempfile::Builder::new()
             .prefix("keyledger-pg-standby")
             .tempdir()
@@ -201,7 +206,7 @@ impl Postgres {
         );
         let standby = Postgres {
             root,
-            port: free_port(),
+            port,
             bin,
             settings: primary.settings.clone(),
         };
