@@ -42,7 +42,14 @@ fn start_node(binary: &Path, data_dir: &Path, uri: &str, key: &Path) -> Node {
         .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "0"])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--store", uri, "--signing-key", &key, "--max-staleness", "1"])
+        .args([
+            "--store",
+            uri,
+            "--signing-key",
+            &key,
+            "--max-staleness",
+            "1",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,7 +65,11 @@ fn start_node(binary: &Path, data_dir: &Path, uri: &str, key: &Path) -> Node {
             secret = Some(s.to_string());
         }
         if let Some(rest) = line.strip_prefix("keyledger listening on http://") {
-            addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+            addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             break;
         }
     }
@@ -100,13 +111,19 @@ fn wait_sync(primary: &Postgres) {
         "SELECT coalesce(string_agg(sync_state, ','), '') FROM pg_stat_replication",
     ) != "sync"
     {
-        assert!(Instant::now() < deadline, "the standby never became synchronous");
+        assert!(
+            Instant::now() < deadline,
+            "the standby never became synchronous"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn make_synchronous(primary: &Postgres) {
-    primary.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'standby1'");
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = 'standby1'",
+    );
     primary.psql("postgres", "SELECT pg_reload_conf()");
     wait_sync(primary);
 }
@@ -116,8 +133,14 @@ fn main() {
     let kills = arg(&args, "--kills", 50);
     let restarts = arg(&args, "--restarts", 10);
     let failovers = arg(&args, "--failovers", 3);
-    let binary = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/keyledger"));
-    assert!(binary.exists(), "build the release binary first: cargo build --release");
+    let binary = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/release/keyledger"
+    ));
+    assert!(
+        binary.exists(),
+        "build the release binary first: cargo build --release"
+    );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(soak(binary, kills, restarts, failovers));
 }
@@ -141,7 +164,10 @@ async fn soak(binary: PathBuf, kills: usize, restarts: usize, failovers: usize) 
     }
     let admin = nodes[0].secret.clone().expect("bootstrap secret");
     let urls = Arc::new(RwLock::new(
-        nodes.iter().map(|n| format!("http://{}", n.addr)).collect::<Vec<_>>(),
+        nodes
+            .iter()
+            .map(|n| format!("http://{}", n.addr))
+            .collect::<Vec<_>>(),
     ));
 
     // The load: 12 clients creating keys round-robin over the nodes.
@@ -252,7 +278,11 @@ async fn soak(binary: PathBuf, kills: usize, restarts: usize, failovers: usize) 
     let mut entries = 0u64;
     for (i, line) in rows.lines().enumerate() {
         let (seq, json) = line.split_once('|').expect("seq|json");
-        assert_eq!(seq.parse::<u64>().expect("seq"), i as u64, "a gap in the log");
+        assert_eq!(
+            seq.parse::<u64>().expect("seq"),
+            i as u64,
+            "a gap in the log"
+        );
         let entry: Value = serde_json::from_str(json).expect("entry");
         if entry["type"] == "api_key.created" {
             created.insert(entry["data"]["key_id"].as_str().unwrap_or("").to_string());
@@ -269,7 +299,10 @@ async fn soak(binary: PathBuf, kills: usize, restarts: usize, failovers: usize) 
         .env("RUST_LOG", "warn")
         .output()
         .expect("keyledger check");
-    println!("# keyledger cluster soak ({:.0} s)", started.elapsed().as_secs_f64());
+    println!(
+        "# keyledger cluster soak ({:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
     println!("node SIGKILLs: {done_kills}");
     println!("database crashes and restarts: {done_restarts}");
     println!("failovers to a synchronous standby: {done_failovers}");
@@ -280,10 +313,17 @@ async fn soak(binary: PathBuf, kills: usize, restarts: usize, failovers: usize) 
         refused.load(Ordering::Relaxed)
     );
     println!("log entries: {entries}");
-    println!("acknowledged creations missing from the log: {}", lost.len());
+    println!(
+        "acknowledged creations missing from the log: {}",
+        lost.len()
+    );
     println!(
         "keyledger check: {}",
-        String::from_utf8_lossy(&check.stdout).lines().next().unwrap_or("").to_string()
+        String::from_utf8_lossy(&check.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
             + &String::from_utf8_lossy(&check.stderr)
     );
     assert!(lost.is_empty(), "acknowledged creations lost: {lost:?}");

@@ -24,7 +24,7 @@ use super::CheckpointState;
 use super::snapshot::Snapshot;
 
 /// Entries handled per pass: their completed Merkle nodes are checked in one store read.
-const CHUNK: usize = 512;
+const CHUNK: usize = 4096;
 
 /// Why the stored log cannot be served.
 #[derive(Debug, thiserror::Error)]

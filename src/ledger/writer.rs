@@ -237,10 +237,13 @@ impl Writer {
                     .filter_map(|(_, outcome)| outcome.as_ref().ok())
                     .flat_map(|receipt| &receipt.entries)
                     .collect();
+                // The leaves were hashed when the tree was extended: they are the batch's
+                // level-0 nodes, in seq order.
                 let own_leaves: Vec<Hash> = batch
-                    .entries
+                    .nodes
                     .iter()
-                    .map(|(_, b)| merkle::leaf_hash(b))
+                    .filter(|(level, _, _)| *level == 0)
+                    .map(|(_, _, leaf)| *leaf)
                     .collect();
                 self.finish(caught_up, &own, Some((own_leaves, checkpoint)), locked_at);
                 for (reply, outcome) in replies {

@@ -45,7 +45,7 @@ pub const SCHEMA: &str = "keyledger";
 /// statement in [`PgHeadLock::commit`] names it too.
 pub const CHANNEL: &str = "keyledger_log";
 /// Rows fetched per query when streaming entries or leaves.
-const CHUNK: i64 = 1000;
+const CHUNK: i64 = 10_000;
 /// Idle connections kept for reuse.
 const POOL_IDLE: usize = 8;
 
