@@ -22,6 +22,8 @@ pub enum VerifyCode {
     Expired,
     Revoked,
     Forbidden,
+    /// Too many failed authentications from the client's address: not looked at.
+    RateLimited,
 }
 
 impl VerifyCode {
@@ -35,6 +37,7 @@ impl VerifyCode {
             VerifyCode::Expired => "EXPIRED",
             VerifyCode::Revoked => "REVOKED",
             VerifyCode::Forbidden => "FORBIDDEN",
+            VerifyCode::RateLimited => "RATE_LIMITED",
         }
     }
 }

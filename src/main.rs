@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use keyledger::domain::SystemClock;
+use keyledger::http::client_addr::TrustedProxies;
 use keyledger::http::{AppState, HttpLimits, ServerConfig};
 use keyledger::policy::Policy;
 use keyledger::server;
@@ -107,6 +108,23 @@ struct ServeArgs {
     /// Seconds from a request's head to its response's head before it is answered 503.
     #[arg(long, env = "KEYLEDGER_REQUEST_DEADLINE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     request_deadline: u64,
+    /// A proxy or host application (CIDR or address) whose X-Forwarded-For, and whose
+    /// /v1/verify client_ip, names the client; repeat, or separate with commas. Default:
+    /// none, so every client is the address it connects from.
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYLEDGER_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
+    /// A request header the forward-auth endpoints also read the credential from, such as
+    /// X-API-Key (Authorization: Bearer is always read).
+    #[arg(long, env = "KEYLEDGER_API_KEY_HEADER")]
+    api_key_header: Option<String>,
+    /// Failed authentications (unknown or malformed credentials) allowed per client address
+    /// and minute before it gets 429 (0: no limit).
+    #[arg(long, env = "KEYLEDGER_AUTH_FAILURE_LIMIT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    auth_failure_limit: u32,
     /// Connections served at once; one more is answered 503 and closed.
     #[arg(long, env = "KEYLEDGER_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
@@ -211,6 +229,21 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),
     };
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
+    let api_key_header = args
+        .api_key_header
+        .as_deref()
+        .map(|name| match axum::http::HeaderName::try_from(name.trim()) {
+            Ok(header) if header == axum::http::header::AUTHORIZATION => Err(anyhow::anyhow!(
+                "--api-key-header: Authorization: Bearer is always read; name another header"
+            )),
+            Ok(header) => Ok(header),
+            Err(_) => Err(anyhow::anyhow!(
+                "--api-key-header {name:?} is not a header name"
+            )),
+        })
+        .transpose()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = server::Shutdown::on_signals().context("installing signal handlers")?;
@@ -239,6 +272,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             },
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            trusted_proxies,
+            api_key_header,
+            auth_failures_per_minute: args.auth_failure_limit,
         };
         let state = AppState::new(ledger, config, policy);
         server::serve(listener, state, shutdown).await

@@ -40,6 +40,12 @@ struct RouteLabels {
     route: String,
 }
 
+/// `surface` where a client over its failed-authentication limit was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SurfaceLabel {
+    surface: &'static str,
+}
+
 /// `reason` of a connection or request cut short by the HTTP layer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -62,6 +68,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     http_refusals: Family<ReasonLabel, Counter>,
+    rate_limited: Family<SurfaceLabel, Counter>,
     connections: Gauge,
     commits: Counter,
     entries: Counter,
@@ -80,6 +87,7 @@ impl Default for Metrics {
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             http_refusals: Family::default(),
+            rate_limited: Family::default(),
             connections: Gauge::default(),
             commits: Counter::default(),
             entries: Counter::default(),
@@ -156,6 +164,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused because its client failed authentication too often.
+    pub fn count_rate_limited(&self, surface: &'static str) {
+        self.rate_limited
+            .get_or_create(&SurfaceLabel { surface })
+            .inc();
+    }
+
     /// One more (`+1`) or one fewer (`-1`) open connection.
     pub fn connections(&self, delta: i64) {
         self.connections.inc_by(delta);
@@ -207,6 +222,11 @@ impl Metrics {
             "http_refused",
             "Connections and requests cut short by the HTTP layer, by reason",
             self.http_refusals.clone(),
+        );
+        registry.register(
+            "auth_rate_limited",
+            "Requests refused because their client failed authentication too often, by surface",
+            self.rate_limited.clone(),
         );
         registry.register(
             "http_connections",

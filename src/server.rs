@@ -465,6 +465,17 @@ pub async fn serve(
         window,
         stopped,
     ));
+    // Forget failed-authentication counts of addresses that stopped failing.
+    let pruning = {
+        let failures = state.failures.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                ticks.tick().await;
+                failures.prune();
+            }
+        })
+    };
     let limits = state.config.http;
     let grace = state.config.shutdown_grace;
     let draining = state.draining.clone();
@@ -485,6 +496,7 @@ pub async fn serve(
     };
     let metrics = ledger.metrics().clone();
     connections::serve(listener, router(state), limits, metrics, stop).await;
+    pruning.abort();
     // No request is in flight any more: close the open window, then stop the writer
     // after its last commit.
     // Stop the window task without cancelling a flush it may be in the middle of: its

@@ -12,6 +12,7 @@ use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 
+use super::failures::Surface;
 use super::observe::RequestContext;
 use super::{ApiError, AppState};
 use crate::access::{self, Principal, PrincipalKind, VerifyCode};
@@ -68,7 +69,28 @@ impl<R: RoleRule> FromRequestParts<AppState> for Caller<R> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let secret = bearer(&parts.headers)?;
+        let client = state.config.trusted_proxies.client_of(parts);
+        let presented = parts.headers.contains_key(header::AUTHORIZATION);
+        let limited = |wait| {
+            state
+                .ledger
+                .metrics()
+                .count_rate_limited(Surface::Api.as_str());
+            ApiError::rate_limited(wait)
+        };
+        if presented {
+            if let Some(wait) = state.failures.refused(client) {
+                return Err(limited(wait));
+            }
+        }
+        let secret = match bearer(&parts.headers) {
+            Ok(secret) => secret,
+            // A credential sent but unreadable is a failed attempt; none at all is not.
+            Err(error) => match presented.then(|| state.failures.failed(client)).flatten() {
+                Some(wait) => return Err(limited(wait)),
+                None => return Err(error),
+            },
+        };
         // A node that cannot confirm it is current must not let a credential revoked
         // elsewhere in: it refuses rather than authenticate from a stale state.
         if !state.ledger.is_current() {
@@ -110,6 +132,13 @@ impl<R: RoleRule> FromRequestParts<AppState> for Caller<R> {
                 }
             }
             Err(refusal) => {
+                // A guess (a credential that is no live one's): the one that goes over the
+                // limit is already answered 429.
+                if matches!(refusal.code, VerifyCode::Malformed | VerifyCode::NotFound) {
+                    if let Some(wait) = state.failures.failed(client) {
+                        return Err(limited(wait));
+                    }
+                }
                 if let Some((credential, principal)) = refusal.credential {
                     if let Some(context) = context {
                         context.set_principal(principal);
@@ -132,11 +161,12 @@ pub fn refusal_message(code: VerifyCode) -> &'static str {
         VerifyCode::Disabled => "the credential is disabled",
         VerifyCode::Expired => "the credential has expired",
         VerifyCode::Revoked => "the credential has been revoked",
+        VerifyCode::RateLimited => "too many failed authentications from this address",
         VerifyCode::Valid | VerifyCode::Forbidden => "the credential was refused",
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized("send a credential as Authorization: Bearer <secret>")
     })?;

@@ -20,9 +20,10 @@ pub struct ApiError {
     pub message: String,
     /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
     pub challenge: Option<&'static str>,
+    /// `Retry-After`, in seconds, of a 429.
+    pub retry_after: Option<u64>,
 }
 
-/// The challenge when no bearer credential was sent.
 const CHALLENGE: &str = "Bearer realm=\"keyledger\"";
 /// The challenge when the credential sent was refused.
 const CHALLENGE_INVALID_TOKEN: &str = "Bearer realm=\"keyledger\", error=\"invalid_token\"";
@@ -37,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -79,6 +81,18 @@ impl ApiError {
         )
     }
 
+    /// 429: the client failed authentication too often; it may try again after `wait`.
+    pub fn rate_limited(wait: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(super::failures::retry_after_secs(wait)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                "too many failed authentications from this address; retry later",
+            )
+        }
+    }
+
     /// 404.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
@@ -112,6 +126,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
         if let Some(challenge) = self.challenge {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

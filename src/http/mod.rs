@@ -5,10 +5,13 @@
 mod admin;
 mod audit;
 mod auth;
+pub mod client_addr;
 mod conditional;
 pub mod connections;
 pub mod error;
 mod extract;
+pub mod failures;
+mod forward_auth;
 mod listing;
 mod me;
 pub mod observe;
@@ -49,6 +52,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Set when a shutdown has begun: `/readyz` answers 503 so load balancers drain.
     pub draining: Arc<AtomicBool>,
+    /// Failed authentications per client address.
+    pub failures: Arc<failures::FailureLimiter>,
 }
 
 impl AppState {
@@ -56,10 +61,13 @@ impl AppState {
     pub fn new(ledger: Ledger, config: ServerConfig, policy: Policy) -> AppState {
         AppState {
             ledger,
-            config: Arc::new(config),
             activity: Arc::new(ActivityTracker::new()),
             policy: Arc::new(policy),
             draining: Arc::new(AtomicBool::new(false)),
+            failures: Arc::new(failures::FailureLimiter::new(
+                config.auth_failures_per_minute,
+            )),
+            config: Arc::new(config),
         }
     }
 
@@ -79,6 +87,12 @@ pub struct ServerConfig {
     /// How long the server keeps serving after a shutdown signal, with `/readyz` at 503,
     /// so that load balancers take it out of rotation before it stops.
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: client_addr::TrustedProxies,
+    /// A header forward-auth also takes the credential from (e.g. `X-API-Key`).
+    pub api_key_header: Option<axum::http::HeaderName>,
+    /// Failed authentications allowed per client address and minute (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +101,9 @@ impl Default for ServerConfig {
             activity_window_secs: 60,
             http: HttpLimits::default(),
             shutdown_grace: Duration::ZERO,
+            trusted_proxies: client_addr::TrustedProxies::default(),
+            api_key_header: None,
+            auth_failures_per_minute: 30,
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::{ApiError, AppState, MAX_BODY_BYTES, admin, audit, me, verify};
+use super::{ApiError, AppState, MAX_BODY_BYTES, admin, audit, forward_auth, me, verify};
 use crate::metrics::{Snapshot, StatusCounts};
 
 /// Builds the whole API.
@@ -61,6 +61,27 @@ pub fn router(state: AppState) -> Router {
             get(me::get_my_token).delete(me::revoke_my_token),
         )
         .route("/v1/verify", post(verify::verify))
+        .route("/v1/auth/nginx", get(forward_auth::nginx))
+        .route("/v1/auth/forward", get(forward_auth::forward))
+        // Envoy's ext_authz sends the original request's method.
+        .route(
+            "/v1/auth/envoy/",
+            get(forward_auth::envoy)
+                .post(forward_auth::envoy)
+                .put(forward_auth::envoy)
+                .patch(forward_auth::envoy)
+                .delete(forward_auth::envoy)
+                .options(forward_auth::envoy),
+        )
+        .route(
+            "/v1/auth/envoy/{*path}",
+            get(forward_auth::envoy)
+                .post(forward_auth::envoy)
+                .put(forward_auth::envoy)
+                .patch(forward_auth::envoy)
+                .delete(forward_auth::envoy)
+                .options(forward_auth::envoy),
+        )
         .route("/v1/audit/events", get(audit::events))
         .route("/v1/audit/api-keys/{id}/history", get(audit::key_history))
         .route("/v1/audit/principals/{id}", get(audit::principal))

@@ -6,6 +6,8 @@
 
 use keyledger::crypto::secret::{PlainSecret, SecretKind};
 use keyledger::domain::{Clock, Role};
+use keyledger::http::ServerConfig;
+use keyledger::policy::Policy;
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -25,6 +27,10 @@ enum Rule {
     UsersOnly,
     /// `Caller<AdminOnly>`.
     AdminOnly,
+    /// A forward-auth endpoint asked about `GET /search` on the host application: 401 for a
+    /// refused credential, then the host policy's verdict for the role (admin and basic
+    /// allowed, limited and auditor refused).
+    HostSearch,
 }
 
 /// What a cell's path needs before the request.
@@ -81,6 +87,56 @@ fn routes() -> Vec<Route> {
         route(Method::GET, "/ui/app.css", Public, 200, Fixed),
         route(Method::GET, "/v1/audit/public-key", Public, 200, Fixed),
         route(Method::POST, "/v1/verify", Public, 200, Fixed),
+        route(Method::GET, "/v1/auth/nginx", HostSearch, 200, Fixed),
+        route(Method::GET, "/v1/auth/forward", HostSearch, 200, Fixed),
+        route(Method::GET, "/v1/auth/envoy/", HostSearch, 200, Fixed),
+        route(
+            Method::GET,
+            "/v1/auth/envoy/{*path}",
+            HostSearch,
+            200,
+            Fixed,
+        ),
+        route(
+            Method::POST,
+            "/v1/auth/envoy/{*path}",
+            HostSearch,
+            200,
+            Fixed,
+        ),
+        route(
+            Method::PUT,
+            "/v1/auth/envoy/{*path}",
+            HostSearch,
+            200,
+            Fixed,
+        ),
+        route(
+            Method::PATCH,
+            "/v1/auth/envoy/{*path}",
+            HostSearch,
+            200,
+            Fixed,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/auth/envoy/{*path}",
+            HostSearch,
+            200,
+            Fixed,
+        ),
+        route(
+            Method::OPTIONS,
+            "/v1/auth/envoy/{*path}",
+            HostSearch,
+            200,
+            Fixed,
+        ),
+        route(Method::POST, "/v1/auth/envoy/", HostSearch, 200, Fixed),
+        route(Method::PUT, "/v1/auth/envoy/", HostSearch, 200, Fixed),
+        route(Method::PATCH, "/v1/auth/envoy/", HostSearch, 200, Fixed),
+        route(Method::DELETE, "/v1/auth/envoy/", HostSearch, 200, Fixed),
+        route(Method::OPTIONS, "/v1/auth/envoy/", HostSearch, 200, Fixed),
         route(Method::GET, "/v1/audit/checkpoint", AuditReader, 200, Fixed),
         route(Method::GET, "/v1/audit/events", AuditReader, 200, Fixed),
         route(
@@ -266,6 +322,9 @@ fn expected(route: &Route, cred: &Cred) -> u16 {
         (Rule::UsersOnly, Auth::Key(_)) => false,
         (Rule::UsersOnly, Auth::User(_)) => true,
         (Rule::AdminOnly, Auth::Key(role) | Auth::User(role)) => role == Role::Admin,
+        (Rule::HostSearch, Auth::Key(role) | Auth::User(role)) => {
+            matches!(role, Role::Admin | Role::Basic)
+        }
     };
     if allowed { route.ok } else { 403 }
 }
@@ -274,6 +333,7 @@ fn expected(route: &Route, cred: &Cred) -> u16 {
 fn expected_code(route: &Route, cred: &Cred, status: u16) -> Option<&'static str> {
     match status {
         401 => Some("unauthorized"),
+        403 if route.rule == Rule::HostSearch => Some("forbidden"),
         403 if route.rule == Rule::UsersOnly && matches!(cred.auth, Auth::Key(_)) => {
             Some("users_only")
         }
@@ -443,6 +503,19 @@ struct Shared {
     token_owner: String,
 }
 
+/// The headers a forward-auth endpoint reads the original request from: `GET /search`
+/// (the Envoy endpoint takes it from its own method and path instead).
+fn host_request_headers(template: &str) -> Vec<(&'static str, &'static str)> {
+    match template {
+        "/v1/auth/nginx" => vec![("x-original-method", "GET"), ("x-original-uri", "/search")],
+        "/v1/auth/forward" => vec![
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/search"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Prepares one cell: its concrete path and its body.
 async fn prepare(
     app: &TestApp,
@@ -486,7 +559,7 @@ async fn prepare(
     };
     let mut path = match id {
         Some(id) => route.template.replace("{id}", &id),
-        None => route.template.to_string(),
+        None => route.template.replace("{*path}", "search"),
     };
     // The proofs need their (valid) query to answer 200.
     match route.template {
@@ -514,7 +587,13 @@ async fn prepare(
 }
 
 pub async fn every_route_times_every_credential() {
-    let app = TestApp::spawn().await;
+    // The matrix presents refused credentials hundreds of times from one address: the
+    // failed-authentication limit (tested on its own) would end it early.
+    let config = ServerConfig {
+        auth_failures_per_minute: 0,
+        ..ServerConfig::default()
+    };
+    let app = TestApp::spawn_configured(Policy::builtin(), config).await;
     let (shared_key, _) = app.create_key("shared-key", "basic").await;
     let shared_user = app.register_user("shared@example.org", "basic").await;
     let token_owner = app.register_user("token-owner@example.org", "basic").await;
@@ -535,9 +614,17 @@ pub async fn every_route_times_every_credential() {
             let (path, body) = prepare(&app, &shared, route, cred, cells).await;
             let want = expected(route, cred);
             let size_before = app.log_size();
-            let response = app
-                .send(route.method.clone(), &path, cred.secret.as_deref(), body)
-                .await;
+            let mut request = app.client.request(route.method.clone(), app.url(&path));
+            if let Some(secret) = &cred.secret {
+                request = request.bearer_auth(secret);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            for (name, value) in host_request_headers(route.template) {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.expect("request");
             let got = response.status().as_u16();
             let cell = format!("{} {} × {}", route.method, route.template, cred.name);
             let is_json = response
@@ -550,6 +637,14 @@ pub async fn every_route_times_every_credential() {
                 .get("www-authenticate")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            if route.rule == Rule::HostSearch {
+                let cache = response.headers().get("cache-control");
+                if cache.is_none_or(|v| v != "no-store") {
+                    failures.push(format!(
+                        "{cell}: Cache-Control {cache:?}, expected no-store"
+                    ));
+                }
+            }
             let text = response.text().await.expect("body");
             if got != want {
                 failures.push(format!("{cell}: expected {want}, got {got}: {text}"));
@@ -619,6 +714,11 @@ fn expectation_table_follows_the_role_rules() {
     let me_tokens = find(Method::GET, "/v1/me/tokens");
     let create_key = find(Method::POST, "/v1/admin/api-keys");
     let healthz = find(Method::GET, "/healthz");
+    let nginx = find(Method::GET, "/v1/auth/nginx");
+    assert_eq!(expected(nginx, &cred(Auth::Key(Role::Basic))), 200);
+    assert_eq!(expected(nginx, &cred(Auth::Key(Role::Limited))), 403);
+    assert_eq!(expected(nginx, &cred(Auth::User(Role::Auditor))), 403);
+    assert_eq!(expected(nginx, &cred(Auth::Refused)), 401);
     assert_eq!(expected(checkpoint, &cred(Auth::User(Role::Auditor))), 200);
     assert_eq!(expected(checkpoint, &cred(Auth::Key(Role::Basic))), 403);
     assert_eq!(expected(checkpoint, &cred(Auth::Refused)), 401);
@@ -642,7 +742,7 @@ fn routes_in_source(source: &str) -> Vec<String> {
             .split('"')
             .nth(1)
             .expect("a .route( call starts with its path");
-        for method in ["get", "post", "patch", "delete", "put"] {
+        for method in ["get", "post", "patch", "delete", "put", "options"] {
             let call = format!("{method}(");
             let mut rest = chunk;
             while let Some(at) = rest.find(&call) {

@@ -191,7 +191,7 @@ fn failed_starts_leave_no_data_dir_and_print_no_secret() {
     let missing_policy = tmp.path().join("missing.json");
     let bad_policy = bad_policy.display().to_string();
     let missing_policy = missing_policy.display().to_string();
-    let cases: [(&str, [&str; 2], &str); 4] = [
+    let cases: [(&str, [&str; 2], &str); 6] = [
         (
             "an unparseable --listen",
             ["--listen", "nonsense"],
@@ -203,6 +203,16 @@ fn failed_starts_leave_no_data_dir_and_print_no_secret() {
             "a missing policy file",
             ["--policy", &missing_policy],
             &missing_policy,
+        ),
+        (
+            "a --trusted-proxy that is no CIDR",
+            ["--trusted-proxy", "10.0.0.0/33"],
+            "10.0.0.0/33",
+        ),
+        (
+            "Authorization as the API-key header",
+            ["--api-key-header", "Authorization"],
+            "--api-key-header",
         ),
     ];
     for (what, args, named) in cases {

@@ -61,6 +61,12 @@ impl TestApp {
 
     /// A server with the given policy.
     pub async fn spawn_with(policy: Policy) -> TestApp {
+        TestApp::spawn_configured(policy, ServerConfig::default()).await
+    }
+
+    /// A server with the given policy and settings.
+    pub async fn spawn_configured(policy: Policy, config: ServerConfig) -> TestApp {
+        let server_config = config;
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
@@ -79,7 +85,7 @@ impl TestApp {
             .await
             .expect("open ledger");
         let bootstrap = bootstrap.expect("a new data dir has a bootstrap key");
-        let state = AppState::new(ledger.clone(), ServerConfig::default(), policy);
+        let state = AppState::new(ledger.clone(), server_config, policy);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use jsonschema::{Registry, Validator};
+use keyledger::crypto::secret::{PlainSecret, SecretKind};
 use keyledger::domain::events::{EVENT_TYPES, SignerRotated};
 use keyledger::domain::{Clock, EventData};
 use reqwest::Method;
@@ -25,7 +26,7 @@ const BASE: &str = "https://keyledger.dev/schemas/";
 /// The URI the OpenAPI document is registered under, so `#/components/...` refs resolve.
 const OPENAPI: &str = "https://keyledger.dev/schemas/openapi.json";
 /// Methods the router could serve (HEAD and OPTIONS are axum's own).
-const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+const METHODS: [&str; 6] = ["get", "post", "put", "patch", "delete", "options"];
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -291,6 +292,26 @@ impl<'a> Checker<'a> {
             text,
             json,
         }
+    }
+
+    /// A request without a body, with extra headers (the forward-auth endpoints).
+    async fn ask(
+        &mut self,
+        method: Method,
+        path: &str,
+        secret: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.app.client.request(method.clone(), self.app.url(path));
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let reply = Self::read(request.send().await.expect("request")).await;
+        self.check(&method, path.split('?').next().unwrap_or(path), &reply);
+        reply
     }
 
     async fn post(&mut self, path: &str, secret: Option<&str>, body: Value) -> Reply {
@@ -686,6 +707,13 @@ pub async fn real_answers_and_entries_match_the_schemas() {
     c.post(verify, None, json!({"key": key_secret, "method": "GET"}))
         .await
         .expect_error(422, "invalid_target");
+    c.post(
+        verify,
+        None,
+        json!({"key": key_secret, "client_ip": "10.0.0.256"}),
+    )
+    .await
+    .expect_error(422, "invalid_client_ip");
     c.post(verify, None, json!({"key": 1}))
         .await
         .expect_error(400, "invalid_body");
@@ -698,6 +726,72 @@ pub async fn real_answers_and_entries_match_the_schemas() {
     )
     .await
     .expect_error(415, "unsupported_media_type");
+
+    // Forward-auth, every family, allowed and refused.
+    let nginx = "/v1/auth/nginx";
+    let original = |method: &'static str, uri: &'static str| {
+        [("x-original-method", method), ("x-original-uri", uri)]
+    };
+    let answer = c
+        .ask(Method::GET, nginx, limited, &original("GET", "/agents/1"))
+        .await
+        .expect(200);
+    assert_eq!(answer.str("/principal/role"), "limited");
+    c.ask(Method::GET, nginx, limited, &original("GET", "/chat/1"))
+        .await
+        .expect_error(403, "forbidden");
+    c.ask(Method::GET, nginx, None, &original("GET", "/agents/1"))
+        .await
+        .expect_error(401, "unauthorized");
+    c.ask(
+        Method::GET,
+        nginx,
+        Some("klk_nope"),
+        &original("GET", "/agents/1"),
+    )
+    .await
+    .expect_error(401, "unauthorized");
+    c.ask(Method::GET, nginx, limited, &[])
+        .await
+        .expect_error(403, "no_original_uri");
+    let forward = "/v1/auth/forward";
+    let forwarded = |method: &'static str, uri: &'static str| {
+        [("x-forwarded-method", method), ("x-forwarded-uri", uri)]
+    };
+    c.ask(
+        Method::GET,
+        forward,
+        limited,
+        &forwarded("POST", "/chat/send-message"),
+    )
+    .await
+    .expect(200);
+    c.ask(
+        Method::GET,
+        forward,
+        limited,
+        &forwarded("DELETE", "/agents/1"),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    c.ask(Method::GET, forward, None, &forwarded("GET", "/agents/1"))
+        .await
+        .expect_error(401, "unauthorized");
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        c.ask(method.clone(), "/v1/auth/envoy/agents", a, &[])
+            .await
+            .expect(200);
+        c.ask(method.clone(), "/v1/auth/envoy/", a, &[])
+            .await
+            .expect(200);
+        c.ask(method, "/v1/auth/envoy/admin", Some("klk_nope"), &[])
+            .await
+            .expect_error(401, "unauthorized");
+    }
+    c.ask(Method::DELETE, "/v1/auth/envoy/agents", limited, &[])
+        .await
+        .expect_error(403, "forbidden");
 
     // Who am I, and what a limited key may not do.
     c.get("/v1/me", limited).await.expect(200);
@@ -1127,6 +1221,44 @@ pub async fn real_answers_and_entries_match_the_schemas() {
         .await
         .expect("activity flush");
     let export = c.get("/v1/audit/export", a).await.expect(200);
+
+    // A flood of unknown credentials from this address: every surface refuses it, in its
+    // documented shape, until the limit lets it try again.
+    let unknown = PlainSecret::generate(SecretKind::ApiKey).expect("random");
+    let unknown = Some(unknown.expose());
+    let mut flooded = false;
+    for _ in 0..100 {
+        let reply = c.get("/v1/me", unknown).await;
+        if reply.status == 429 {
+            flooded = true;
+            break;
+        }
+        assert_eq!(reply.status, 401, "{}", reply.text);
+    }
+    assert!(
+        flooded,
+        "100 unknown credentials in a row were never limited"
+    );
+    c.get("/v1/me", a)
+        .await
+        .expect_error(429, "too_many_failures");
+    let answer = c
+        .post(verify, None, json!({"key": key_secret}))
+        .await
+        .expect(200);
+    assert_eq!(answer.str("/code"), "RATE_LIMITED");
+    assert!(answer.json["retry_after_ms"].as_u64().is_some());
+    let reply = c
+        .ask(Method::GET, nginx, a, &original("GET", "/agents/1"))
+        .await
+        .expect_error(403, "too_many_failures");
+    assert_eq!(reply.headers["x-keyledger-error"], "too_many_failures");
+    c.ask(Method::GET, forward, a, &forwarded("GET", "/agents/1"))
+        .await
+        .expect_error(429, "too_many_failures");
+    c.ask(Method::GET, "/v1/auth/envoy/agents", a, &[])
+        .await
+        .expect_error(429, "too_many_failures");
 
     // Every operation's success answer was checked.
     for (template, method) in contracts.operations() {
@@ -1757,7 +1889,7 @@ fn parse_routes(text: &str, out: &mut BTreeSet<(String, String)>) {
                     .is_some_and(|c| c.is_alphanumeric() || c == '_')
             });
             if called {
-                out.insert((route.to_string(), method.to_string()));
+                out.insert((route.replace("{*path}", "{path}"), method.to_string()));
                 methods += 1;
             }
         }
@@ -1791,7 +1923,9 @@ async fn openapi_and_router_list_the_same_routes() {
     assert_eq!(fallback.status(), 404);
     assert_eq!(crate::helpers::error_code(fallback).await, "not_found");
     for template in contracts.paths().keys() {
-        let path = template.replace("{id}", &new_id());
+        let path = template
+            .replace("{id}", &new_id())
+            .replace("{path}", "search");
         assert!(!path.contains('{'), "{template}: unknown path parameter");
         for method in METHODS {
             let request_method =

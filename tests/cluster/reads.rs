@@ -276,6 +276,24 @@ async fn a_node_that_cannot_confirm_it_is_current_fails_closed_and_recovers() {
             .await
             .expect("me");
         assert_eq!(me.status(), 503, "authentication fails closed too");
+        // Forward-auth fails closed as well: 503 where the proxy understands it, 403 with
+        // the reason for nginx, which turns anything but 2xx, 401 and 403 into a 500.
+        for (path, header, status) in [
+            ("/v1/auth/forward", "x-forwarded-uri", 503),
+            ("/v1/auth/nginx", "x-original-uri", 403),
+        ] {
+            let response = client
+                .get(cluster.url(node, path))
+                .bearer_auth(&secret)
+                .header(header, "/search")
+                .send()
+                .await
+                .expect("forward-auth");
+            assert_eq!(response.status(), status, "{path} on node {node}");
+            assert_eq!(response.headers()["x-keyledger-code"], "LEDGER_UNAVAILABLE");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "ledger_unavailable", "{path}");
+        }
         let (status, body) = post(
             &client,
             &cluster.url(node, "/v1/admin/api-keys"),
