@@ -922,6 +922,29 @@ fn an_unreachable_or_silent_server_exits_5() {
     drop(silent);
 }
 
+#[test]
+fn a_server_answering_503_exits_5() {
+    // A real server at its connection limit answers one more connection 503.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = BinServer::start(&tmp.path().join("data"), &["--max-connections", "1"])
+        .expect("server starts");
+    let admin = server.secret.clone().expect("bootstrap secret");
+    let held = std::net::TcpStream::connect(&server.addr).expect("hold the one connection");
+    std::thread::sleep(Duration::from_millis(200));
+    let addr = format!("http://{}", server.addr);
+
+    let out = run(&mut keyledger(&[
+        "whoami", "--addr", &addr, "--token", &admin,
+    ]))
+    .expect(5);
+
+    assert!(
+        out.stderr.contains("too_many_connections") && out.stderr.contains("HTTP 503"),
+        "{out:#?}"
+    );
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn destructive_commands_without_yes_on_a_non_terminal_exit_2_and_change_nothing() {
     let env = Env::start();
