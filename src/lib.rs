@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod activity;
+pub mod cli;
 pub mod codec;
 pub mod crypto;
 pub mod domain;

@@ -18,7 +18,8 @@ use keyledger::server;
 #[command(
     name = "keyledger",
     version,
-    about = "Event-sourced, signed ledger for API keys and service accounts"
+    about = "Event-sourced, signed ledger for API keys and service accounts",
+    after_help = keyledger::cli::EXIT_CODES
 )]
 struct Cli {
     /// Log format: `json` (one object per line), `text`, or `auto` (text on a terminal,
@@ -163,6 +164,9 @@ enum Cmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// The admin CLI: clients of a running server's HTTP API.
+    #[command(flatten)]
+    Client(keyledger::cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
         } => run_verify(file, vkey, checkpoint),
         Cmd::Check { node, vkey } => run_check(node, vkey),
         Cmd::RecoverAdmin { node, name } => run_recover_admin(node, name),
+        Cmd::Client(command) => return keyledger::cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
