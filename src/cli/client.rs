@@ -267,7 +267,8 @@ pub fn not_the_api(why: &str) -> CliError {
 /// The error of a non-2xx answer: its exit status and the API's code and message.
 fn refusal(status: StatusCode, body: &[u8]) -> CliError {
     let exit = match status.as_u16() {
-        401 | 403 => Exit::Auth,
+        // 429 is the failed-authentication lock-out of the client's address.
+        401 | 403 | 429 => Exit::Auth,
         404 => Exit::NotFound,
         // 408: the request did not reach the server in time, like a timeout.
         408 | 500..=599 => Exit::Unavailable,
@@ -426,6 +427,7 @@ mod tests {
             (400, Exit::Refused),
             (401, Exit::Auth),
             (403, Exit::Auth),
+            (429, Exit::Auth),
             (404, Exit::NotFound),
             (408, Exit::Unavailable),
             (500, Exit::Unavailable),

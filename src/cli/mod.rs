@@ -31,7 +31,8 @@ Exit codes of the client commands (keys, users, tokens, audit, whoami):
   2  usage: bad flags or arguments, no credential, a token file open to others, or a
      destructive command without confirmation (pass --yes when stdin is not a terminal)
   3  not found (404): no such key, user or token
-  4  authentication or authorisation refused (401, 403)
+  4  authentication or authorisation refused (401, 403), or this address locked out after
+     too many failed authentications (429)
   5  server unreachable or unavailable: connection refused, timeout, 5xx (503 included)
 
 Environment: KEYLEDGER_ADDR (--addr), KEYLEDGER_TOKEN (--token; prefer --token-file, which
@@ -48,7 +49,7 @@ pub enum Exit {
     Usage = 2,
     /// 3: the server answered 404.
     NotFound = 3,
-    /// 4: the server answered 401 or 403.
+    /// 4: the server answered 401, 403 or 429 (the failed-authentication lock-out).
     Auth = 4,
     /// 5: the server could not be reached, timed out, or answered 5xx.
     Unavailable = 5,
